@@ -1,0 +1,24 @@
+"""Baseline of the tenant tree.
+
+Tenant schemas are created from the current models and stamped at head (tenants/services.py), never
+by replaying this history, so the baseline has nothing to do: it marks where the history starts.
+Later revisions move existing tenants forward and must keep the models and the migrations in step
+(tests/tenants/test_migrations.py compares a migrated schema with a freshly created one).
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-22
+"""
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass

@@ -1,0 +1,1 @@
+"""Plans, seats, subscriptions and payment gateways: arrives with the billing issue."""

@@ -1,0 +1,1 @@
+"""Building blocks every domain uses; imports no domain."""

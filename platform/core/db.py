@@ -1,0 +1,228 @@
+"""Database engine, declarative bases and tenant-bound sessions.
+
+Tenant models live on :data:`PLACEHOLDER_SCHEMA`; a session is bound to one tenant through
+``schema_translate_map``. Because the translation happens per statement and nothing is stored on
+the connection (no ``search_path``), a pooled connection carries no tenant state from one checkout
+to the next.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    MetaData,
+    create_engine,
+    event,
+    func,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
+from sqlalchemy.orm.session import ORMExecuteState
+
+from core.errors import TenantNotBound
+from core.tenancy import PLACEHOLDER_SCHEMA, SHARED_SCHEMA, BoundTenant
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 v7), made by the application.
+
+    Records keep this identity when an intranet install uploads them, and time order keeps B-tree
+    inserts local. Python 3.11 has no ``uuid.uuid7``, so it is built here: 48 bits of Unix
+    milliseconds, version, 74 random bits.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def new_token(nbytes: int = 32) -> str:
+    return secrets.token_urlsafe(nbytes)
+
+
+uuid_pk = Annotated[uuid.UUID, mapped_column(primary_key=True, default=uuid7)]
+timestamp = Annotated[dt.datetime, mapped_column(DateTime(timezone=True))]
+
+
+class SharedBase(DeclarativeBase):
+    """Control-plane models: one schema for the whole platform."""
+
+    metadata = MetaData(schema=SHARED_SCHEMA, naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: DateTime(timezone=True)}
+
+
+class TenantBase(DeclarativeBase):
+    """Tenant models: declared on the placeholder schema and bound per tenant at run time."""
+
+    metadata = MetaData(schema=PLACEHOLDER_SCHEMA, naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: DateTime(timezone=True)}
+
+
+class TenantRecord:
+    """Columns every tenant record carries (DESIGN rule 8): identity, who/when, and a version.
+
+    ``version`` drives optimistic concurrency (ETag / If-Match) and, later, change capture by the
+    sync agent; SQLAlchemy increments it on every UPDATE and refuses a stale one.
+    """
+
+    id: Mapped[uuid_pk]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
+    created_by: Mapped[uuid.UUID | None]
+    updated_by: Mapped[uuid.UUID | None]
+    version: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805 - SQLAlchemy passes the class
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
+
+
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> Engine:
+    url = normalise_url(url)
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_reset_on_return="rollback",
+        echo=echo,
+    )
+    return engine
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` and pick the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def tenant_options(tenant: BoundTenant | str) -> dict[str, Any]:
+    schema = tenant if isinstance(tenant, str) else tenant.schema
+    return {"schema_translate_map": {PLACEHOLDER_SCHEMA: schema}}
+
+
+class CourtyardSession(Session):
+    """A session that knows which tenant it serves (``info['tenant']``), or that it serves none."""
+
+    @property
+    def tenant(self) -> BoundTenant:
+        tenant = self.info.get("tenant")
+        if tenant is None:
+            msg = "This session is bound to no tenant; tenant data cannot be read or written through it."
+            raise TenantNotBound(msg)
+        return tenant  # type: ignore[no-any-return]
+
+
+def _is_tenant_mapper(mapper: Any) -> bool:
+    table = getattr(mapper, "local_table", None)
+    return getattr(table, "schema", None) == PLACEHOLDER_SCHEMA
+
+
+@event.listens_for(CourtyardSession, "do_orm_execute")
+def _fail_closed_on_query(state: ORMExecuteState) -> None:
+    # Defence in depth: the placeholder schema does not exist, so the database would refuse anyway;
+    # raising here gives a clear error and never sends the statement.
+    if state.session.info.get("tenant") is None and any(_is_tenant_mapper(m) for m in state.all_mappers):
+        msg = "Tenant data queried through a session bound to no tenant."
+        raise TenantNotBound(msg)
+
+
+@event.listens_for(CourtyardSession, "before_flush")
+def _fail_closed_on_flush(session: Session, _ctx: Any, _instances: Any) -> None:
+    if session.info.get("tenant") is not None:
+        return
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if _is_tenant_mapper(type(obj).__mapper__):
+            msg = f"{type(obj).__name__} written through a session bound to no tenant."
+            raise TenantNotBound(msg)
+
+
+@event.listens_for(CourtyardSession, "after_begin")
+def _bind_connection(session: Session, _transaction: Any, connection: Connection) -> None:
+    # Every transaction re-applies the session's own tenant to the connection it got. In SQLAlchemy
+    # 2.0 Connection.execution_options() changes the connection in place, and a pooled connection
+    # comes back as a new Connection object, so no map outlives its transaction; an unbound session
+    # maps the placeholder to itself, which does not exist (fail closed).
+    tenant = session.info.get("tenant")
+    connection.execution_options(schema_translate_map={
+        PLACEHOLDER_SCHEMA: tenant.schema if tenant is not None else PLACEHOLDER_SCHEMA})
+
+
+class Database:
+    """Hands out sessions: one per request or task, optionally bound to one tenant.
+
+    ``connection`` is set by the test-suite to run everything inside one outer transaction with a
+    savepoint per session (``join_transaction_mode="create_savepoint"``).
+    """
+
+    def __init__(self, engine: Engine, *, connection: Connection | None = None) -> None:
+        self.engine = engine
+        self.connection = connection
+
+    def session(self, tenant: BoundTenant | None = None) -> CourtyardSession:
+        kwargs: dict[str, Any] = {"expire_on_commit": False}
+        if self.connection is not None:
+            kwargs["bind"] = self.connection
+            kwargs["join_transaction_mode"] = "create_savepoint"
+        else:
+            kwargs["bind"] = self.engine
+        session = CourtyardSession(**kwargs)
+        session.info["tenant"] = tenant
+        return session
+
+    @contextmanager
+    def transaction(self, tenant: BoundTenant | None = None) -> Iterator[CourtyardSession]:
+        """A unit of work: commit on success, roll back on error, always close."""
+        session = self.session(tenant)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+def bind_tenant(session: Session, tenant: BoundTenant) -> Session:
+    """Bind a session that served no tenant yet to ``tenant`` (e.g. after resolving it, or provisioning).
+
+    A session never serves two tenants: its identity map would mix rows of both.
+    """
+    current = session.info.get("tenant")
+    if current is not None and current != tenant:
+        msg = f"This session already serves tenant {current.slug}; use a new session for {tenant.slug}."
+        raise TenantNotBound(msg)
+    session.info["tenant"] = tenant
+    if session.in_transaction():
+        session.connection().execution_options(**tenant_options(tenant))
+    return session

@@ -1,0 +1,67 @@
+"""The small error hierarchy every domain raises; HTTP codes are mapped in one place (the app)."""
+
+from __future__ import annotations
+
+
+class CourtyardError(Exception):
+    """Base of every error Courtyard raises on purpose."""
+
+
+class ConfigError(CourtyardError):
+    """Settings are missing or malformed: reported at start-up, never at request time."""
+
+
+class DomainError(CourtyardError):
+    """A business rule refused the operation; ``code`` is stable and machine-readable."""
+
+    status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, field_errors: dict[str, list[str]] | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field_errors = field_errors or {}
+        if code is not None:
+            self.code = code
+
+
+class ValidationFailed(DomainError):
+    status = 422
+    code = "validation_failed"
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+
+
+class PermissionDenied(DomainError):
+    status = 403
+    code = "forbidden"
+
+
+class NotAuthenticated(DomainError):
+    status = 401
+    code = "not_authenticated"
+
+
+class TooManyRequests(DomainError):
+    status = 429
+    code = "rate_limited"
+
+
+class TenantUnavailable(DomainError):
+    """The tenant exists but is suspended or deleted: answered before its data is touched."""
+
+    status = 403
+    code = "tenant_suspended"
+
+
+class TenantNotBound(CourtyardError):
+    """Tenant data was touched through a session bound to no tenant: a programming error, fail closed."""

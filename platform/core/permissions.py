@@ -1,0 +1,56 @@
+"""The catalog of permissions (functions a role may use); each domain registers its own.
+
+Permission names double as OAuth scopes, so an API client is granted exactly the same vocabulary an
+admin edits on a role.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    name: str
+    label: str
+    label_zh: str
+    group: str
+
+
+_CATALOG: dict[str, Permission] = {}
+
+
+def register(*permissions: Permission) -> None:
+    for perm in permissions:
+        _CATALOG[perm.name] = perm
+
+
+def catalog() -> list[Permission]:
+    return sorted(_CATALOG.values(), key=lambda p: (p.group, p.name))
+
+
+def known(name: str) -> bool:
+    return name in _CATALOG
+
+
+def all_names() -> frozenset[str]:
+    return frozenset(_CATALOG)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who is acting: a staff user, an API client or the platform itself (CLI, tasks)."""
+
+    id: object | None
+    label: str
+    permissions: frozenset[str]
+    kind: str = "user"  # user | client | system
+    request_id: str | None = None
+    ip: str | None = None
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    @classmethod
+    def system(cls, label: str = "system") -> Actor:
+        return cls(id=None, label=label, permissions=all_names(), kind="system")

@@ -1,0 +1,151 @@
+"""One typed settings object, read from ``COURTYARD_*`` environment variables and validated once."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from core.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    msg = f"{name} must be a boolean (1/0, true/false), got {raw!r}"
+    raise ConfigError(msg)
+
+
+def _int(name: str, raw: str, minimum: int = 0) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        msg = f"{name} must be an integer, got {raw!r}"
+        raise ConfigError(msg) from None
+    if value < minimum:
+        msg = f"{name} must be at least {minimum}, got {value}"
+        raise ConfigError(msg)
+    return value
+
+
+def project_root() -> Path:
+    """The checkout (or install) root: ``platform/core/settings.py`` lives two levels below it."""
+    return Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    var_dir: Path
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: str = ""
+    base_domain: str = "localhost"
+    port: int = 8000
+    single_tenant: str | None = None
+    secure_cookies: bool = False
+    smtp_url: str | None = None
+    mail_from: str = "Courtyard <no-reply@courtyard.local>"
+    max_body_bytes: int = 2 * 1024 * 1024
+    signup_limit_per_hour: int = 10
+    login_attempts: int = 5
+    login_window_s: int = 900
+    session_ttl_s: int = 8 * 3600
+    token_ttl_s: int = 3600
+    default_locale: str = "en"
+    web_workers: int = 2
+    log_json: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        """True when Courtyard starts its own PostgreSQL and Redis under ``var/``."""
+        return self.database_url is None
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.var_dir / "outbox"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+
+        def get(name: str) -> str | None:
+            value = env.get(f"COURTYARD_{name}")
+            return value if value not in (None, "") else None
+
+        var_dir = Path(get("VAR_DIR") or project_root() / "var").resolve()
+        database_url = get("DATABASE_URL")
+        if database_url is not None and not database_url.startswith(("postgresql", "postgres")):
+            msg = f"COURTYARD_DATABASE_URL must be a postgresql:// URL, got {database_url!r}"
+            raise ConfigError(msg)
+        redis_url = get("REDIS_URL")
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            msg = f"COURTYARD_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redis_url!r}"
+            raise ConfigError(msg)
+        single = get("SINGLE_TENANT")
+        if single is not None:
+            from core.tenancy import validate_slug
+
+            validate_slug(single, check_reserved=False)
+        secret = get("SECRET_KEY") or _persistent_secret(var_dir)
+        kwargs: dict[str, object] = {
+            "var_dir": var_dir,
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "secret_key": secret,
+            "base_domain": (get("BASE_DOMAIN") or "localhost").lower(),
+            "single_tenant": single,
+            "smtp_url": get("SMTP_URL"),
+        }
+        if (v := get("PORT")) is not None:
+            kwargs["port"] = _int("COURTYARD_PORT", v, 1)
+        if (v := get("SECURE_COOKIES")) is not None:
+            kwargs["secure_cookies"] = _bool("COURTYARD_SECURE_COOKIES", v)
+        if (v := get("MAIL_FROM")) is not None:
+            kwargs["mail_from"] = v
+        if (v := get("MAX_BODY_BYTES")) is not None:
+            kwargs["max_body_bytes"] = _int("COURTYARD_MAX_BODY_BYTES", v, 1024)
+        if (v := get("SIGNUP_LIMIT_PER_HOUR")) is not None:
+            kwargs["signup_limit_per_hour"] = _int("COURTYARD_SIGNUP_LIMIT_PER_HOUR", v, 1)
+        if (v := get("WEB_WORKERS")) is not None:
+            kwargs["web_workers"] = _int("COURTYARD_WEB_WORKERS", v, 1)
+        if (v := get("LOG_JSON")) is not None:
+            kwargs["log_json"] = _bool("COURTYARD_LOG_JSON", v)
+        if (v := get("DEFAULT_LOCALE")) is not None:
+            if v not in ("en", "zh"):
+                msg = f"COURTYARD_DEFAULT_LOCALE must be 'en' or 'zh', got {v!r}"
+                raise ConfigError(msg)
+            kwargs["default_locale"] = v
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _persistent_secret(var_dir: Path) -> str:
+    """A development secret kept under var/, so sessions survive a restart of ``make run``.
+
+    Production sets COURTYARD_SECRET_KEY; generating one here keeps the zero-configuration promise
+    without shipping a known key in the repository.
+    """
+    path = var_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        var_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        # O_EXCL: two processes starting together must agree on one secret.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret)
+        return secret

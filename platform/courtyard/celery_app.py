@@ -1,0 +1,77 @@
+"""The Celery app: broker and results in Redis, tasks from every domain, beat schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import task_postrun, task_prerun, worker_process_init
+
+from core.db import Database, make_engine
+from core.logs import configure_logging, task_id_var
+from core.mail import make_mailer
+from core.settings import Settings
+from core.tasks import TaskRuntime, configure_tasks
+from courtyard.runtime import celery_redis_url
+
+TASK_MODULES = ["tenants.tasks"]
+
+
+def make_celery(settings: Settings, *, eager: bool = False) -> Celery:
+    assert settings.redis_url is not None
+    broker = celery_redis_url(settings.redis_url)
+    app = Celery("courtyard", broker=broker, backend=broker, include=TASK_MODULES)
+    app.conf.update(
+        task_always_eager=eager,
+        task_eager_propagates=True,
+        task_acks_late=True,              # a task killed mid-run is delivered again
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600},
+        timezone="UTC",
+        beat_schedule={
+            "purge-expired-tokens": {"task": "tenants.purge_expired_tokens", "schedule": 3600.0},
+        },
+    )
+    app.set_default()
+    return app
+
+
+def configure_task_runtime(settings: Settings, db: Database | None = None) -> None:
+    assert settings.database_url is not None
+    configure_tasks(TaskRuntime(
+        db=db or Database(make_engine(settings.database_url, pool_size=2, max_overflow=4)),
+        mailer=make_mailer(settings.smtp_url, settings.outbox_dir, settings.mail_from),
+        settings=settings,
+    ))
+
+
+def worker_app() -> Celery:
+    """The app `celery -A courtyard.celery_app:worker_app` loads inside `courtyard worker`/`beat`."""
+    from courtyard.runtime import resolved_settings
+
+    settings, _services = resolved_settings()
+    configure_logging(json_lines=settings.log_json)
+    app = make_celery(settings)
+
+    @worker_process_init.connect
+    def _init(**_: Any) -> None:
+        # Engines must be created after the fork: a pooled connection cannot cross processes.
+        configure_task_runtime(settings)
+
+    configure_task_runtime(settings)
+    return app
+
+
+@task_prerun.connect
+def _bind_task_log(task_id: str | None = None, **_: Any) -> None:
+    task_id_var.set(task_id)
+
+
+@task_postrun.connect
+def _unbind_task_log(**_: Any) -> None:
+    task_id_var.set(None)

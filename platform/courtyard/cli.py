@@ -1,0 +1,226 @@
+"""The `courtyard` command: the platform's processes and its operator commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import ScriptInfo, routes_command
+
+from core.db import make_engine
+from core.errors import ConfigError, DomainError
+from core.logs import configure_logging
+from core.permissions import Actor
+from core.settings import Settings
+from tenants import services
+from tenants.cli import COMMANDS, CliRuntime
+
+DEMO_TENANTS = (
+    ("acme", "Acme Trading Co. 艾克米贸易", "admin@acme.test"),
+    ("globex", "Globex 环球科技", "admin@globex.test"),
+)
+DEMO_PASSWORD = "courtyard-demo"  # noqa: S105 - printed for the demo on purpose
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _resolved() -> tuple[Any, Settings]:
+    from courtyard.runtime import resolved_settings
+
+    settings, services_ = resolved_settings(_settings())
+    # Keep the embedded servers' handles alive as long as this process needs them.
+    _HANDLES.append(services_)
+    assert settings.database_url is not None
+    return make_engine(settings.database_url, pool_size=8, max_overflow=8), settings
+
+
+_HANDLES: list[Any] = []
+
+
+def _create_app() -> Flask:
+    from courtyard.app import create_app
+
+    engine, settings = _resolved()
+    return create_app(settings, engine=engine)
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Courtyard: a hosted CRM platform, one PostgreSQL schema per tenant.
+
+    With no COURTYARD_DATABASE_URL / COURTYARD_REDIS_URL, embedded PostgreSQL and Redis are started
+    under var/ as needed.
+    """
+    # ctx.meta is shared by every context of this invocation: sub-commands find the runtime there.
+    ctx.meta["courtyard_runtime"] = CliRuntime(_resolved)
+
+
+for command in COMMANDS:
+    main.add_command(command)
+
+
+@main.command("routes")
+@click.option("--sort", "-s", type=click.Choice(("endpoint", "methods", "domain", "rule", "match")),
+              default="endpoint", help="Sort order (as Flask's `flask routes`).")
+@click.option("--all-methods", is_flag=True, help="Show HEAD and OPTIONS too.")
+def routes(sort: str, all_methods: bool) -> None:
+    """Print the URL map, as Flask's `routes` command prints it."""
+    info = ScriptInfo(create_app=_create_app, set_debug_flag=False, load_dotenv_defaults=False)
+    with click.Context(routes_command, obj=info) as ctx:
+        ctx.invoke(routes_command, sort=sort, all_methods=all_methods)
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["COURTYARD_DATABASE_URL"] = settings.database_url or ""
+    env["COURTYARD_REDIS_URL"] = settings.redis_url or ""
+    env["COURTYARD_VAR_DIR"] = str(settings.var_dir)
+    env["COURTYARD_SECRET_KEY"] = settings.secret_key
+    return env
+
+
+def _gunicorn_argv(settings: Settings, bind: str, workers: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "courtyard.wsgi:app", "--bind", bind, "--workers", str(workers),
+            "--worker-class", "gthread", "--threads", "4", "--access-logfile", "-", "--graceful-timeout", "10",
+            "--forwarded-allow-ips", "127.0.0.1"]
+
+
+@main.command()
+@click.option("--bind", default=None, help="host:port (default 0.0.0.0:$COURTYARD_PORT or 8000).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes.")
+def serve(bind: str | None, workers: int | None) -> None:
+    """Serve the web app and API with gunicorn."""
+    _engine, settings = _resolved()
+    argv = _gunicorn_argv(settings, bind or f"0.0.0.0:{settings.port}", workers or settings.web_workers)
+    sys.exit(subprocess.call(argv, env=_child_env(settings)))  # noqa: S603
+
+
+@main.command()
+@click.option("--concurrency", "-c", type=click.IntRange(1, 64), default=2, show_default=True)
+def worker(concurrency: int) -> None:
+    """Run a Celery worker for background tasks (mail, later CRM jobs)."""
+    _engine, settings = _resolved()
+    argv = [sys.executable, "-m", "celery", "-A", "courtyard.celery_app:worker_app", "worker",
+            "--loglevel", "INFO", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"]
+    sys.exit(subprocess.call(argv, env=_child_env(settings)))  # noqa: S603
+
+
+@main.command()
+def beat() -> None:
+    """Run Celery beat (periodic tasks); its schedule file lives under var/."""
+    _engine, settings = _resolved()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "celery", "-A", "courtyard.celery_app:worker_app", "beat", "--loglevel", "INFO",
+            "--schedule", str(settings.var_dir / "celerybeat-schedule")]
+    sys.exit(subprocess.call(argv, env=_child_env(settings)))  # noqa: S603
+
+
+def ensure_demo(engine: Any) -> list[tuple[str, str, str]]:
+    """Create the demo tenants once; running it again changes nothing."""
+    from core.db import Database
+
+    created = []
+    db = Database(engine)
+    for slug, name, email in DEMO_TENANTS:
+        with db.transaction() as session:
+            if services.find_tenant(session, slug) is not None:
+                continue
+            services.provision(session, Actor.system("demo"), slug=slug, name=name, admin_email=email,
+                               admin_password=DEMO_PASSWORD, admin_name="Demo Admin 演示管理员")
+            created.append((slug, name, email))
+    return created
+
+
+@main.command()
+def demo() -> None:
+    """Create the demo tenants acme and globex, each with an admin (idempotent)."""
+    from tenants import migrator
+
+    engine, settings = _resolved()
+    migrator.upgrade_shared(engine)
+    created = ensure_demo(engine)
+    for slug, _name, email in created:
+        click.echo(f"Created {slug}: {email} / {DEMO_PASSWORD}")
+    if not created:
+        click.echo("Demo tenants already exist.")
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Web port (default $COURTYARD_PORT or 8000).")
+def up(port: int | None) -> None:
+    """Everything `make run` needs: servers, migrations, demo data, web, worker and beat. Ctrl-C stops all."""
+    from tenants import migrator
+
+    configure_logging(json_lines=False)
+    engine, settings = _resolved()
+    port = port or settings.port
+    click.echo("Migrating…")
+    migrator.upgrade_shared(engine)
+    report = migrator.migrate_fleet(engine, workers=4)
+    if report.failed:
+        click.echo(f"{len(report.failed)} tenant(s) failed to migrate; see `courtyard migrate`.", err=True)
+    ensure_demo(engine)
+    engine.dispose()
+    env = _child_env(settings)
+    procs = [
+        subprocess.Popen(_gunicorn_argv(settings, f"0.0.0.0:{port}", settings.web_workers), env=env),  # noqa: S603
+        subprocess.Popen([sys.executable, "-m", "courtyard.cli", "worker"], env=env),  # noqa: S603
+        subprocess.Popen([sys.executable, "-m", "courtyard.cli", "beat"], env=env),  # noqa: S603
+    ]
+    base = settings.base_domain
+    click.echo(f"""
+Courtyard is running.
+  Public site and sign-up:  http://{base}:{port}/
+  Demo workspaces:          http://acme.{base}:{port}/   or  http://{base}:{port}/t/acme/
+                            http://globex.{base}:{port}/ or  http://{base}:{port}/t/globex/
+  Demo logins:              admin@acme.test / {DEMO_PASSWORD}
+                            admin@globex.test / {DEMO_PASSWORD}
+  API docs:                 http://acme.{base}:{port}/api/v1/docs
+  Mail without SMTP:        {settings.outbox_dir}/
+Press Ctrl-C to stop.
+""")
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            if any(p.poll() is not None for p in procs):
+                click.echo("A process exited; stopping the others.", err=True)
+                break
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+        click.echo("Stopped.")
+
+
+def run() -> None:
+    main(prog_name="courtyard")
+
+
+if __name__ == "__main__":
+    run()

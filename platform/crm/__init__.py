@@ -1,0 +1,1 @@
+"""The CRM itself (customers, contacts, leads, ...): arrives with the CRM issues."""

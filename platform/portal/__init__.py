@@ -1,0 +1,1 @@
+"""The end-customer self-service portal: arrives with the portal issue."""

@@ -1,0 +1,1 @@
+"""Tenant registry, sign-up, provisioning, fleet migrations, staff identity and OAuth clients."""

@@ -1,0 +1,197 @@
+"""REST API of the tenants domain under /api/v1 (flask-smorest): users, roles, departments, audit, clients."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Response, request
+from flask.views import MethodView
+from flask_smorest import Api, Blueprint, Page
+
+from core.errors import DomainError, NotFound
+from tenants import schemas, services
+from tenants.context import api_actor, current_tenant, current_user, db_session
+from tenants.models import Department, User
+from tenants.permissions import CLIENTS_MANAGE, USERS_READ
+
+blp = Blueprint("identity", __name__, url_prefix="/api/v1", description="Staff identity and access")
+
+
+class ListPage(Page):  # type: ignore[misc]
+    """Pages over a list the service already built (bounded by the service's own limit)."""
+
+    @property
+    def item_count(self) -> int:
+        return len(self.collection)
+
+
+def _etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def _expected_version() -> int | None:
+    header = request.headers.get("If-Match")
+    if not header:
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise DomainError("If-Match must be an ETag this API returned (W/\"<version>\").", code="bad_if_match")
+    return int(value)
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @blp.response(200, schemas.MeOut)
+    def get(self) -> dict[str, Any]:
+        """Who is calling: the signed-in user or the API client, and what it may do."""
+        actor = api_actor()
+        user = current_user() if actor.kind == "user" else None
+        return {"kind": actor.kind, "label": actor.label, "tenant": current_tenant().slug,
+                "permissions": sorted(actor.permissions), "user": user}
+
+
+@blp.route("/users")
+class Users(MethodView):
+    @blp.arguments(schemas.UserQuery, location="query")
+    @blp.response(200, schemas.UserOut(many=True))
+    @blp.paginate(ListPage)
+    def get(self, args: dict[str, Any]) -> list[User]:
+        """List the workspace's users."""
+        users = services.list_users(db_session(), api_actor(), query=args.get("q"), limit=10_000)
+        if "active" in args:
+            users = [u for u in users if u.active == args["active"]]
+        return users
+
+    @blp.arguments(schemas.UserCreate)
+    @blp.response(201, schemas.UserOut)
+    def post(self, data: dict[str, Any]) -> User:
+        """Create a user (they can set a password through "forgot password" if none is given)."""
+        return services.create_user(db_session(), api_actor(), **data)
+
+
+@blp.route("/users/<uuid:user_id>")
+class UserItem(MethodView):
+    @blp.response(200, schemas.UserOut)
+    def get(self, user_id: uuid.UUID) -> Response | User:
+        """One user; the ETag carries its version for a later If-Match."""
+        user = services.view_user(db_session(), api_actor(), user_id)
+        return user
+
+    @blp.arguments(schemas.UserUpdate)
+    @blp.response(200, schemas.UserOut)
+    def patch(self, data: dict[str, Any], user_id: uuid.UUID) -> User:
+        """Change a user's name, role, department, language or active flag (If-Match supported)."""
+        actor = api_actor()
+        session = db_session()
+        active = data.pop("active", None)
+        kwargs: dict[str, Any] = {k: data[k] for k in ("name", "role", "locale") if k in data}
+        if "department_id" in data:
+            kwargs["department_id"] = data["department_id"]
+        user = services.update_user(session, actor, user_id, expected_version=_expected_version(), **kwargs)
+        if active is not None:
+            user = services.set_active(session, actor, user_id, active)
+        return user
+
+
+@blp.route("/roles")
+class Roles(MethodView):
+    @blp.response(200, schemas.RoleOut(many=True))
+    def get(self) -> list[Any]:
+        """Roles and the functions each may use."""
+        services.require(api_actor(), USERS_READ)
+        return services.list_roles(db_session())
+
+
+@blp.route("/roles/<key>/permissions")
+class RolePermissions(MethodView):
+    @blp.arguments(schemas.RolePermissionsIn)
+    @blp.response(200, schemas.RoleOut)
+    def put(self, data: dict[str, Any], key: str) -> Any:
+        """Replace the functions a role may use (the admin role always has all)."""
+        return services.set_role_permissions(db_session(), api_actor(), key, data["permissions"])
+
+
+@blp.route("/departments")
+class Departments(MethodView):
+    @blp.response(200, schemas.DepartmentOut(many=True))
+    def get(self) -> list[Department]:
+        """The department tree, flattened in tree order."""
+        services.require(api_actor(), USERS_READ)
+        return [d for _depth, d in services.department_tree(db_session())]
+
+    @blp.arguments(schemas.DepartmentIn)
+    @blp.response(201, schemas.DepartmentOut)
+    def post(self, data: dict[str, Any]) -> Department:
+        """Create a department, optionally under a parent."""
+        return services.save_department(db_session(), api_actor(), name=data["name"], parent_id=data["parent_id"])
+
+
+@blp.route("/departments/<uuid:department_id>")
+class DepartmentItem(MethodView):
+    @blp.arguments(schemas.DepartmentIn)
+    @blp.response(200, schemas.DepartmentOut)
+    def put(self, data: dict[str, Any], department_id: uuid.UUID) -> Department:
+        """Rename or move a department (never under itself)."""
+        session = db_session()
+        actor = api_actor()
+        if session.get(Department, department_id) is None:
+            raise NotFound("No such department.")
+        return services.save_department(session, actor, name=data["name"], parent_id=data["parent_id"],
+                                        department_id=department_id)
+
+    @blp.response(204)
+    def delete(self, department_id: uuid.UUID) -> None:
+        """Delete an empty department; its users keep working, without a department."""
+        services.delete_department(db_session(), api_actor(), department_id)
+
+
+@blp.route("/audit-log")
+class AuditLog(MethodView):
+    @blp.arguments(schemas.AuditQuery, location="query")
+    @blp.response(200, schemas.AuditOut(many=True))
+    def get(self, args: dict[str, Any]) -> list[Any]:
+        """Newest first; page backwards with ?before=<id of the last entry>."""
+        return services.list_audit(db_session(), api_actor(), limit=args["limit"], before_id=args.get("before"),
+                                   entity_type=args.get("entity_type"))
+
+
+@blp.route("/clients")
+class Clients(MethodView):
+    @blp.response(200, schemas.ClientOut(many=True))
+    def get(self) -> list[Any]:
+        """API clients of this workspace (secrets are never shown again)."""
+        return services.list_clients(db_session(), api_actor(), current_tenant())
+
+    @blp.arguments(schemas.ClientIn)
+    @blp.response(201, schemas.ClientCreated)
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Create a client; the response is the only time its secret is shown."""
+        actor = api_actor()
+        services.require(actor, CLIENTS_MANAGE)
+        new = services.create_client(db_session(), actor, current_tenant(), name=data["name"],
+                                     scopes=data["scopes"])
+        c = new.client
+        return {"client_id": c.client_id, "name": c.name, "scopes": c.scopes, "created_at": c.created_at,
+                "revoked_at": c.revoked_at, "client_secret": new.secret}
+
+
+@blp.route("/clients/<client_id>")
+class ClientItem(MethodView):
+    @blp.response(204)
+    def delete(self, client_id: str) -> None:
+        """Revoke a client and every token it holds."""
+        services.revoke_client(db_session(), api_actor(), current_tenant(), client_id)
+
+
+@blp.after_request
+def _etag_header(response: Response) -> Response:
+    if request.method in ("GET", "PATCH") and response.status_code == 200 and response.is_json:
+        body = response.get_json(silent=True)
+        if isinstance(body, dict) and isinstance(body.get("version"), int):
+            response.headers["ETag"] = _etag(body["version"])
+    return response
+
+
+def register(api: Api) -> None:
+    api.register_blueprint(blp)

@@ -1,0 +1,196 @@
+"""A portable archive of one tenant: every table's rows (binary COPY) plus a manifest.
+
+Export reads one consistent snapshot (REPEATABLE READ). Import checks the whole archive (format,
+revision, checksums, sizes) before writing anything, then restores it as a *new* tenant in one
+transaction with the registry row, so an archive is either fully imported or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from core.db import TenantBase, bind_tenant, utcnow
+from core.tenancy import validate_slug
+from tenants import services
+from tenants.errors import ArchiveTooNew, InvalidArchive, SlugTaken
+from tenants.migrator import tenant_head, tenant_script
+from tenants.models import Tenant
+
+FORMAT = "courtyard-tenant-archive"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveSummary:
+    slug: str
+    revision: str
+    tables: dict[str, int]
+
+
+def _tables() -> list[Any]:
+    # Dependency order, so foreign keys are satisfied as each table is loaded.
+    return list(TenantBase.metadata.sorted_tables)
+
+
+def export_tenant(engine: Engine, slug: str, path: Path) -> ArchiveSummary:
+    tmp_fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".tar.gz", dir=path.parent)
+    os.close(tmp_fd)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            row = conn.exec_driver_sql(
+                "SELECT id, slug, name, status, schema_revision FROM shared.tenants WHERE slug = %(s)s",
+                {"s": slug}).first()
+            if row is None or row.status == "deleted":
+                raise services.TenantNotFound(f"No tenant '{slug}'.")
+            schema = services.schema_for(row.id)
+            raw = conn.connection.driver_connection
+            entries: list[dict[str, Any]] = []
+            counts: dict[str, int] = {}
+            with tarfile.open(tmp_name, "w:gz") as tar:
+                for table in _tables():
+                    columns = [c.name for c in table.columns]
+                    buf = io.BytesIO()
+                    col_sql = ", ".join(f'"{c}"' for c in columns)
+                    with raw.cursor() as cur:  # type: ignore[union-attr]
+                        with cur.copy(f'COPY "{schema}"."{table.name}" ({col_sql}) TO STDOUT (FORMAT binary)') as cp:
+                            for chunk in cp:
+                                buf.write(chunk)
+                        cur.execute(f'SELECT count(*) FROM "{schema}"."{table.name}"')
+                        n = cur.fetchone()[0]  # type: ignore[index]
+                    data = buf.getvalue()
+                    name = f"data/{table.name}.copy"
+                    _add(tar, name, data)
+                    entries.append({"name": table.name, "columns": columns, "rows": n, "file": name,
+                                    "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+                    counts[table.name] = n
+                manifest = {
+                    "format": FORMAT, "format_version": FORMAT_VERSION,
+                    "tenant": {"id": str(row.id), "slug": row.slug, "name": row.name},
+                    "schema_revision": row.schema_revision, "exported_at": utcnow().isoformat(),
+                    "tables": entries,
+                }
+                _add(tar, MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2).encode())
+        Path(tmp_name).replace(path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return ArchiveSummary(row.slug, row.schema_revision, counts)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(utcnow().timestamp())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def read_archive(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Read and verify everything before any write: a damaged archive is refused whole."""
+    try:
+        tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise InvalidArchive(f"No such file: {path}") from None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InvalidArchive(f"{path} is not a Courtyard tenant archive (unreadable: {exc}).") from None
+    files: dict[str, bytes] = {}
+    try:
+        with tar:
+            for member in tar:
+                if not member.isfile() or member.name.startswith("/") or ".." in member.name:
+                    raise InvalidArchive(f"Unexpected entry in archive: {member.name!r}.")
+                handle = tar.extractfile(member)
+                assert handle is not None
+                files[member.name] = handle.read()
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        raise InvalidArchive(f"The archive is damaged: {exc}.") from None
+    raw_manifest = files.get(MANIFEST)
+    if raw_manifest is None or len(raw_manifest) > MAX_MANIFEST_BYTES:
+        raise InvalidArchive("The archive has no manifest.json.")
+    try:
+        manifest = json.loads(raw_manifest)
+    except ValueError:
+        raise InvalidArchive("The archive's manifest.json is not valid JSON.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InvalidArchive("This is not a Courtyard tenant archive (wrong format in manifest).")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArchiveTooNew(f"Archive format {manifest.get('format_version')} is not supported "
+                            f"(this server reads format {FORMAT_VERSION}).")
+    for entry in manifest.get("tables", []):
+        data = files.get(entry.get("file", ""))
+        if data is None:
+            raise InvalidArchive(f"The archive is damaged: {entry.get('file')} is missing.")
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256") or len(data) != entry.get("bytes"):
+            raise InvalidArchive(f"The archive is damaged: checksum mismatch in {entry.get('file')}.")
+    return manifest, files
+
+
+def check_revision(manifest: dict[str, Any]) -> None:
+    revision = manifest.get("schema_revision")
+    script = tenant_script()
+    try:
+        known = script.get_revision(revision) if isinstance(revision, str) else None
+    except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown id
+        known = None
+    if known is None:
+        raise ArchiveTooNew(f"The archive is at schema revision {revision!r}, which this server does not know: "
+                            f"it comes from a newer Courtyard (this server is at {tenant_head()}). "
+                            "Upgrade this server first.")
+
+
+def import_tenant(session: Session, path: Path, new_slug: str, *, name: str | None = None) -> ArchiveSummary:
+    manifest, files = read_archive(path)
+    check_revision(manifest)
+    new_slug = validate_slug(new_slug)
+    if services.find_tenant(session, new_slug) is not None:
+        raise SlugTaken(f"The slug '{new_slug}' is already taken.")
+    current = {t.name: t for t in _tables()}
+    entries = {e["name"]: e for e in manifest["tables"]}
+    for table_name, entry in entries.items():
+        table = current.get(table_name)
+        if table is None:
+            raise InvalidArchive(f"The archive has a table this server does not have: {table_name}.")
+        missing = [c for c in entry["columns"] if c not in table.columns]
+        if missing:
+            raise InvalidArchive(f"Table {table_name} in the archive has columns this server lacks: "
+                                 f"{', '.join(missing)}.")
+    tenant = Tenant(slug=new_slug, name=(name or manifest["tenant"]["name"])[:200], status="active",
+                    schema_revision=tenant_head())
+    session.add(tenant)
+    session.flush()
+    bt = services.bound(tenant)
+    services.create_schema(session, bt)
+    bind_tenant(session, bt)
+    raw = session.connection().connection.driver_connection
+    counts: dict[str, int] = {}
+    with raw.cursor() as cur:  # type: ignore[union-attr]
+        for table in _tables():
+            entry = entries.get(table.name)
+            if entry is None:
+                continue
+            col_sql = ", ".join(f'"{c}"' for c in entry["columns"])
+            try:
+                with cur.copy(f'COPY "{bt.schema}"."{table.name}" ({col_sql}) FROM STDIN (FORMAT binary)') as cp:
+                    cp.write(files[entry["file"]])
+            except Exception as exc:
+                raise InvalidArchive(f"Table {table.name} could not be restored: {exc}") from None
+            cur.execute(f'SELECT count(*) FROM "{bt.schema}"."{table.name}"')
+            n = cur.fetchone()[0]  # type: ignore[index]
+            if n != entry["rows"]:
+                raise InvalidArchive(f"Table {table.name}: {n} rows restored, the manifest says {entry['rows']}.")
+            counts[table.name] = n
+    # No audit entry is added: the restored tenant holds exactly the archived rows, nothing more.
+    return ArchiveSummary(new_slug, manifest["schema_revision"], counts)

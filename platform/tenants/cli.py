@@ -1,0 +1,272 @@
+"""`courtyard tenants|users|clients|migrate`: operator commands, thin over the services."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Engine
+
+from core.db import Database, bind_tenant
+from core.errors import CourtyardError, DomainError
+from core.permissions import Actor, all_names
+from tenants import archive, migrator, services
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliRuntime:
+    """Resolved lazily: `--help` must work without starting a database."""
+
+    def __init__(self, factory: Callable[[], tuple[Engine, Any]]) -> None:
+        self._factory = factory
+        self._engine: Engine | None = None
+        self.settings: Any = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine, self.settings = self._factory()
+        return self._engine
+
+    @property
+    def db(self) -> Database:
+        return Database(self.engine)
+
+
+def _rt() -> CliRuntime:
+    runtime: CliRuntime = click.get_current_context().meta["courtyard_runtime"]
+    return runtime
+
+
+def domain_errors(fn: F) -> F:
+    """A refused operation prints its reason and exits 1: never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DomainError as exc:
+            detail = "".join(f"\n  {k}: {'; '.join(map(str, v))}" for k, v in exc.field_errors.items())
+            raise click.ClickException(f"{exc.message}{detail}") from None
+        except CourtyardError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _tenant_json(t: Any) -> dict[str, Any]:
+    return {"id": str(t.id), "slug": t.slug, "name": t.name, "status": t.status, "schema": f"t_{t.id.hex}",
+            "schema_revision": t.schema_revision, "created_at": t.created_at.isoformat()}
+
+
+# --------------------------------------------------------------------------- tenants
+
+
+@click.group()
+def tenants() -> None:
+    """Create, list, rename, suspend, resume, delete, export and import tenants."""
+
+
+@tenants.command("create")
+@click.argument("slug")
+@click.option("--name", required=True, help="Company name shown in the app.")
+@click.option("--admin-email", required=True, help="E-mail of the first administrator.")
+@click.option("--admin-password", required=True, help="Password of the first administrator (10+ characters).")
+@click.option("--admin-name", default=None, help="Display name of the first administrator.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new tenant as JSON.")
+@domain_errors
+def tenants_create(slug: str, name: str, admin_email: str, admin_password: str, admin_name: str | None,
+                   as_json: bool) -> None:
+    """Provision a tenant: registry row, schema at head and its admin, all or nothing."""
+    with _rt().db.transaction() as session:
+        result = services.provision(session, Actor.system("cli"), slug=slug, name=name, admin_email=admin_email,
+                                    admin_password=admin_password, admin_name=admin_name)
+        data = _tenant_json(result.tenant) | {"admin_email": result.admin.email}
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        click.echo(f"Created tenant {data['slug']} ({data['name']}) in schema {data['schema']}; "
+                   f"admin {data['admin_email']}.")
+
+
+@tenants.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one array).")
+@click.option("--all", "include_deleted", is_flag=True, help="Include deleted tenants.")
+def tenants_list(as_json: bool, include_deleted: bool) -> None:
+    """List tenants with status and schema revision."""
+    with _rt().db.transaction() as session:
+        rows = [_tenant_json(t) for t in services.list_tenants(session, include_deleted=include_deleted)]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'SLUG':<24} {'STATUS':<10} {'REVISION':<10} NAME")
+    for r in rows:
+        click.echo(f"{r['slug']:<24} {r['status']:<10} {r['schema_revision']:<10} {r['name']}")
+
+
+def _status_command(name: str, status: str, help_text: str) -> None:
+    @tenants.command(name, help=help_text)
+    @click.argument("slug")
+    @domain_errors
+    def command(slug: str) -> None:
+        with _rt().db.transaction() as session:
+            services.set_status(session, slug, status)
+        click.echo(f"Tenant {slug} is now {status}.")
+
+
+_status_command("suspend", "suspended", "Suspend a tenant: its site and API answer 403 until resumed.")
+_status_command("resume", "active", "Resume a suspended tenant.")
+
+
+@tenants.command("delete")
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@domain_errors
+def tenants_delete(slug: str, yes: bool) -> None:
+    """Drop a tenant's schema and all its data; the slug stays reserved and answers "deleted"."""
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Delete tenant {slug} and all its data?", abort=True)
+    with _rt().db.transaction() as session:
+        services.delete_tenant(session, slug)
+    click.echo(f"Tenant {slug} deleted.")
+
+
+@tenants.command("rename")
+@click.argument("slug")
+@click.argument("new_slug")
+@domain_errors
+def tenants_rename(slug: str, new_slug: str) -> None:
+    """Change a tenant's slug (its sub-domain); the data and schema stay where they are."""
+    with _rt().db.transaction() as session:
+        services.rename_tenant(session, slug, new_slug)
+    click.echo(f"Tenant {slug} is now {new_slug}.")
+
+
+@tenants.command("export")
+@click.argument("slug")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@domain_errors
+def tenants_export(slug: str, file: Path) -> None:
+    """Write a portable archive (.tar.gz) of one tenant's data with a manifest."""
+    if not file.parent.exists():
+        raise click.ClickException(f"Directory {file.parent} does not exist.")
+    summary = archive.export_tenant(_rt().engine, slug, file)
+    click.echo(f"Exported {slug} at revision {summary.revision}: {sum(summary.tables.values())} rows "
+               f"in {len(summary.tables)} tables → {file}")
+
+
+@tenants.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--slug", "new_slug", required=True, help="Slug of the new tenant.")
+@click.option("--name", default=None, help="Company name (default: the archived one).")
+@domain_errors
+def tenants_import(file: Path, new_slug: str, name: str | None) -> None:
+    """Restore an archive as a new tenant (refuses damaged archives and newer revisions)."""
+    with _rt().db.transaction() as session:
+        summary = archive.import_tenant(session, file, new_slug, name=name)
+    click.echo(f"Imported {file} as {summary.slug}: {sum(summary.tables.values())} rows "
+               f"in {len(summary.tables)} tables.")
+
+
+# --------------------------------------------------------------------------- migrate
+
+
+@click.command("migrate")
+@click.option("--workers", "-j", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Tenant schemas migrated in parallel.")
+@click.option("--tenant", "only", multiple=True, help="Only these tenants (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def migrate(workers: int, only: tuple[str, ...], as_json: bool) -> None:
+    """Migrate the shared schema, then every tenant schema in parallel; resumable, per-tenant results."""
+    engine = _rt().engine
+    migrator.upgrade_shared(engine)
+
+    def progress(result: migrator.TenantResult) -> None:
+        if result.status == "failed" and not as_json:
+            click.echo(f"  FAILED {result.slug}: {result.error}", err=True)
+
+    report = migrator.migrate_fleet(engine, workers=workers, only=only or None, progress=progress)
+    if as_json:
+        click.echo(json.dumps({"head": report.head, "seconds": round(report.seconds, 3),
+                               "done": [r.slug for r in report.done],
+                               "failed": {r.slug: r.error for r in report.failed}}))
+    else:
+        click.echo(f"Shared schema at head. Tenants at {report.head}: {len(report.done)} migrated, "
+                   f"{len(report.failed)} failed, in {report.seconds:.2f}s.")
+    if report.failed:
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- users & clients
+
+
+@click.group()
+def users() -> None:
+    """Manage a tenant's staff users."""
+
+
+@users.command("create")
+@click.argument("slug")
+@click.argument("email")
+@click.option("--role", required=True, help="admin, manager, sales, service or a custom role key.")
+@click.option("--name", default=None, help="Display name.")
+@click.option("--password", default=None, help="Set a password now; without it an invitation link is printed.")
+@domain_errors
+def users_create(slug: str, email: str, role: str, name: str | None, password: str | None) -> None:
+    """Create a user in a tenant (or invite them when no password is given)."""
+    actor = Actor.system("cli")
+    with _rt().db.transaction() as session:
+        tenant = services.usable(services.find_tenant(session, slug))
+        bind_tenant(session, tenant)
+        if password:
+            user = services.create_user(session, actor, email=email, name=name, role=role, password=password)
+            click.echo(f"Created {user.email} ({role}) in {slug}.")
+        else:
+            invitation, token = services.invite(session, actor, email=email, role=role, name=name or "")
+            click.echo(f"Invited {invitation.email} ({role}) to {slug}. Accept link (valid 7 days):")
+            click.echo(f"  /invitation/{token.secret}  (on the tenant's site)")
+
+
+@click.group()
+def clients() -> None:
+    """Manage a tenant's OAuth clients (machine access)."""
+
+
+@clients.command("create")
+@click.argument("slug")
+@click.option("--scopes", default=None, help="Space- or comma-separated scopes (default: every scope).")
+@click.option("--name", default="CLI client", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"client_id": ..., "client_secret": ...}.')
+@domain_errors
+def clients_create(slug: str, scopes: str | None, name: str, as_json: bool) -> None:
+    """Create an OAuth client for the client-credentials grant; the secret is shown only now."""
+    wanted = sorted(all_names()) if not scopes else [s for s in scopes.replace(",", " ").split() if s]
+    with _rt().db.transaction() as session:
+        tenant = services.usable(services.find_tenant(session, slug))
+        new = services.create_client(session, Actor.system("cli"), tenant, name=name, scopes=wanted)
+        client_id, secret, granted = new.client.client_id, new.secret, new.client.scopes
+    if as_json:
+        click.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
+    else:
+        click.echo(f"client_id:     {client_id}\nclient_secret: {secret}\nscopes:        {' '.join(granted)}")
+
+
+@clients.command("revoke")
+@click.argument("slug")
+@click.argument("client_id")
+@domain_errors
+def clients_revoke(slug: str, client_id: str) -> None:
+    """Revoke a client and all its tokens."""
+    with _rt().db.transaction() as session:
+        tenant = services.usable(services.find_tenant(session, slug))
+        services.revoke_client(session, Actor.system("cli"), tenant, client_id)
+    click.echo(f"Revoked {client_id}.")
+
+
+COMMANDS = [tenants, migrate, users, clients]

@@ -1,0 +1,272 @@
+"""The request side of tenancy: resolve the tenant once, bind one session, know who is acting.
+
+Resolution order (DESIGN rule 3): the ``/t/<slug>/`` prefix, then the host's sub-domain, then the
+single-tenant setting. The public site (sign-up) is what remains. Staff pages and the API call
+:func:`current_tenant`, which answers 404 on the public site.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import Flask, Request, Response, current_app, g, request, session
+from redis import Redis
+from werkzeug.wrappers import Request as WzRequest
+
+from core.db import CourtyardSession, Database, bind_tenant
+from core.errors import NotAuthenticated, NotFound, PermissionDenied
+from core.logs import request_id_var, tenant_var
+from core.mail import Mailer
+from core.permissions import Actor
+from core.ratelimit import RateLimiter
+from core.settings import Settings
+from core.tenancy import BoundTenant, slug_from_host
+from tenants import services
+from tenants.models import User
+
+F = TypeVar("F", bound=Callable[..., Any])
+PATH_PREFIX_KEY = "courtyard.path_slug"
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What the app holds for the request side: built once by the app factory."""
+
+    settings: Settings
+    db: Database
+    redis: Redis
+    mailer: Mailer
+    limiter: RateLimiter
+
+
+def runtime(app: Flask | None = None) -> Runtime:
+    return cast(Runtime, (app or current_app).extensions["courtyard"])
+
+
+class PathPrefixMiddleware:
+    """Serves ``/t/<slug>/...`` as the tenant's own site.
+
+    The prefix moves into SCRIPT_NAME, so every route is declared once and ``url_for`` builds links
+    that stay inside the tenant's prefix (and its cookie path).
+    """
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/t/"):
+            slug, _, rest = path[3:].partition("/")
+            if slug:
+                environ[PATH_PREFIX_KEY] = slug
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + f"/t/{slug}"
+                environ["PATH_INFO"] = "/" + rest
+        return self.app(environ, start_response)
+
+
+def requested_slug(req: WzRequest, settings: Settings) -> str | None:
+    slug = req.environ.get(PATH_PREFIX_KEY)
+    if slug:
+        return str(slug)
+    slug = slug_from_host(req.host, settings.base_domain)
+    if slug:
+        return slug
+    return settings.single_tenant
+
+
+def db_session() -> CourtyardSession:
+    """The request's one session, opened on first use and committed at the request boundary."""
+    if "db" not in g:
+        g.db = runtime().db.session()
+        tenant = g.get("tenant")
+        if tenant is not None:
+            bind_tenant(g.db, tenant)
+    return cast(CourtyardSession, g.db)
+
+
+def resolve_tenant() -> None:
+    rt = runtime()
+    g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+    request_id_var.set(g.request_id)
+    g.tenant = None
+    g.actor = None
+    g.user = None
+    tenant_var.set(None)
+    slug = requested_slug(request, rt.settings)
+    if slug is None:
+        return
+    session = db_session()
+    # usable() raises for unknown (404) and suspended/deleted (403/410) tenants: answered before
+    # the tenant's schema is touched.
+    tenant = services.usable(services.find_tenant(session, slug))
+    bind_tenant(session, tenant)
+    g.tenant = tenant
+    tenant_var.set(tenant.slug)
+
+
+def current_tenant() -> BoundTenant:
+    tenant = g.get("tenant")
+    if tenant is None:
+        raise NotFound("Not found.")
+    return cast(BoundTenant, tenant)
+
+
+def current_user() -> User | None:
+    """The signed-in staff user of this tenant, or None (sessions of other tenants count as none)."""
+    if "user_loaded" in g:
+        return cast(User | None, g.user)
+    g.user_loaded = True
+    g.user = None
+    tenant = g.get("tenant")
+    if tenant is None:
+        return None
+    if session.get("tenant_id") != str(tenant.id) or "user_id" not in session:
+        return None
+    try:
+        user_id = uuid.UUID(session["user_id"])
+    except (ValueError, TypeError):
+        return None
+    user = db_session().get(User, user_id)
+    if user is None or not user.active:
+        session.clear()
+        return None
+    g.user = user
+    return user
+
+
+def current_actor() -> Actor | None:
+    if g.get("actor") is not None:
+        return cast(Actor, g.actor)
+    user = current_user()
+    if user is None:
+        return None
+    g.actor = services.actor_for(user, request_id=g.get("request_id"), ip=request.remote_addr)
+    return cast(Actor, g.actor)
+
+
+def sign_in(user: User, tenant: BoundTenant) -> None:
+    """A fresh session id at every sign-in (no fixation), bound to this tenant only."""
+    locale = session.get("locale")
+    session.clear()
+    assert hasattr(session, "rotate")
+    session.rotate()
+    session["tenant_id"] = str(tenant.id)
+    session["user_id"] = str(user.id)
+    session["csrf"] = secrets.token_urlsafe(24)
+    session["locale"] = user.locale or locale
+    g.user_loaded = True
+    g.user = user
+    g.actor = None
+
+
+def sign_out() -> None:
+    session.clear()
+    g.user = None
+    g.actor = None
+
+
+def login_required(view: F) -> F:
+    """Staff pages: a signed-in user of this tenant, else the sign-in page."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        current_tenant()
+        if current_user() is None:
+            from flask import redirect, url_for
+
+            return redirect(url_for("staff.sign_in", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def permission_required(permission: str) -> Callable[[F], F]:
+    def decorator(view: F) -> F:
+        @wraps(view)
+        @login_required
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            actor = current_actor()
+            if actor is None or not actor.can(permission):
+                msg = "You do not have access to this page."
+                raise PermissionDenied(msg)
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator
+
+
+def api_actor() -> Actor:
+    """The actor of an API call: a bearer token of this tenant, or the browser session.
+
+    A token of another tenant answers the same 404 as an unknown object (DESIGN rule 3); an unknown,
+    expired or revoked token answers 401.
+    """
+    tenant = current_tenant()
+    if g.get("actor") is not None:
+        return cast(Actor, g.actor)
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthenticated("Use 'Authorization: Bearer <token>'.", code="invalid_token")
+        info = services.check_token(db_session(), token.strip())
+        if info is None:
+            raise NotAuthenticated("The access token is invalid, expired or revoked.", code="invalid_token")
+        if info.tenant_id != tenant.id:
+            raise NotFound("Not found.")
+        g.actor = Actor(id=None, label=f"client:{info.client_id}", permissions=info.scopes, kind="client",
+                        request_id=g.get("request_id"), ip=request.remote_addr)
+        g.api_via = "token"
+        return cast(Actor, g.actor)
+    actor = current_actor()
+    if actor is None:
+        raise NotAuthenticated("Sign in or send a bearer token.")
+    g.api_via = "session"
+    return actor
+
+
+def check_csrf(req: Request) -> bool:
+    """Unsafe methods from a browser session must echo the session's token (form field or header)."""
+    expected = session.get("csrf")
+    sent = req.form.get("csrf_token") if req.mimetype in (
+        "application/x-www-form-urlencoded", "multipart/form-data") else None
+    sent = sent or req.headers.get("X-CSRF-Token")
+    return bool(expected and sent and secrets.compare_digest(str(expected), str(sent)))
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = secrets.token_urlsafe(24)
+        session["csrf"] = token
+    return str(token)
+
+
+def finish_request(response: Response) -> Response:
+    """Commit the request's unit of work; a failed commit becomes the response, never a silent loss."""
+    db = g.pop("db", None)
+    if db is not None:
+        try:
+            if response.status_code < 400:
+                db.commit()
+            else:
+                db.rollback()
+        finally:
+            db.close()
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    return response
+
+
+def teardown(_exc: BaseException | None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.rollback()
+        db.close()
+    request_id_var.set(None)
+    tenant_var.set(None)

@@ -1,0 +1,185 @@
+"""Schema migrations: the shared tree, then every tenant schema in parallel.
+
+New tenant schemas are created from the current metadata and stamped at head (see
+``services.provision``); this module only moves existing tenants forward. Each tenant migrates in one
+transaction that also records its new revision in the control plane, so a tenant is marked done
+exactly when its DDL committed: a failed or killed step leaves it at its old revision, and the next run
+picks it up again.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+
+from core.db import utcnow, uuid7
+from core.settings import project_root
+from core.tenancy import schema_for
+
+MIGRATIONS_DIR = project_root() / "migrations"
+
+
+def alembic_config(tree: str, url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR / tree))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+@lru_cache(maxsize=8)
+def tenant_script(extra_locations: tuple[str, ...] = ()) -> ScriptDirectory:
+    cfg = alembic_config("tenant")
+    if extra_locations:
+        # Extra version folders join the same tree (tests and benchmarks add a revision this way).
+        locations = [str(MIGRATIONS_DIR / "tenant" / "versions"), *extra_locations]
+        cfg.set_main_option("version_locations", " ".join(locations))
+        cfg.set_main_option("path_separator", "space")
+    return ScriptDirectory.from_config(cfg)
+
+
+def tenant_head(script: ScriptDirectory | None = None) -> str:
+    head = (script or tenant_script()).get_current_head()
+    if head is None:  # pragma: no cover - the tree always has its baseline
+        msg = "The tenant migration tree has no head revision"
+        raise RuntimeError(msg)
+    return head
+
+
+def upgrade_shared(engine: Engine) -> None:
+    """Bring the control-plane schema to head (ordinary Alembic, one schema)."""
+    cfg = alembic_config("shared")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+@dataclass(slots=True)
+class TenantResult:
+    tenant_id: uuid.UUID
+    slug: str
+    from_revision: str
+    status: str  # done | failed | skipped
+    error: str | None = None
+    duration_ms: int = 0
+
+
+@dataclass(slots=True)
+class FleetReport:
+    run_id: uuid.UUID
+    head: str
+    results: list[TenantResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[TenantResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def done(self) -> list[TenantResult]:
+        return [r for r in self.results if r.status == "done"]
+
+
+def pending_tenants(engine: Engine, head: str, only: Sequence[str] | None = None) -> list[tuple[uuid.UUID, str, str]]:
+    """Tenants whose recorded revision is not head: one indexed query, however large the fleet."""
+    sql = ("SELECT id, slug, schema_revision FROM shared.tenants "
+           "WHERE status <> 'deleted' AND schema_revision <> :head")
+    params: dict[str, object] = {"head": head}
+    if only:
+        sql += " AND slug = ANY(:only)"
+        params["only"] = list(only)
+    with engine.connect() as conn:
+        rows = conn.execute(text(sql + " ORDER BY slug"), params).all()
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+def _revisions_between(script: ScriptDirectory, start: str, head: str) -> list[object]:
+    # iterate_revisions walks from head down to (but excluding) start; apply oldest first.
+    return list(reversed(list(script.iterate_revisions(head, start))))
+
+
+def migrate_tenant(engine: Engine, tenant_id: uuid.UUID, slug: str, script: ScriptDirectory, head: str,
+                   run_id: uuid.UUID) -> TenantResult:
+    started = time.perf_counter()
+    schema = schema_for(tenant_id)
+    from_revision = "?"
+    try:
+        with engine.begin() as conn:
+            # The row lock serialises two runners on the same tenant; the second then sees head and skips.
+            current = conn.execute(
+                text("SELECT schema_revision FROM shared.tenants WHERE id = :id FOR UPDATE"), {"id": tenant_id},
+            ).scalar_one()
+            from_revision = current
+            if current == head:
+                return TenantResult(tenant_id, slug, current, "skipped")
+            steps = _revisions_between(script, current, head)
+            # SET LOCAL ends with the transaction, so the pooled connection keeps no tenant state.
+            conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
+            context = MigrationContext.configure(connection=conn)
+            with Operations.context(context):
+                for step in steps:
+                    step.module.upgrade()  # type: ignore[attr-defined]
+            conn.exec_driver_sql(f'UPDATE "{schema}".alembic_version SET version_num = %(head)s', {"head": head})
+            conn.execute(text("UPDATE shared.tenants SET schema_revision = :head WHERE id = :id"),
+                         {"head": head, "id": tenant_id})
+            duration = int((time.perf_counter() - started) * 1000)
+            _record(conn, tenant_id, current, head, "done", None, run_id, duration)
+        return TenantResult(tenant_id, slug, from_revision, "done", duration_ms=duration)
+    except Exception as exc:  # noqa: BLE001 - one tenant failing must not stop the fleet
+        duration = int((time.perf_counter() - started) * 1000)
+        error = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        try:
+            with engine.begin() as conn:
+                _record(conn, tenant_id, from_revision, head, "failed", error, run_id, duration)
+        except Exception:  # noqa: BLE001, S110 - the report below still carries the error
+            pass
+        return TenantResult(tenant_id, slug, from_revision, "failed", error, duration)
+
+
+def _record(conn: object, tenant_id: uuid.UUID, from_rev: str, head: str, status: str, error: str | None,
+            run_id: uuid.UUID, duration_ms: int) -> None:
+    conn.execute(  # type: ignore[attr-defined]
+        text("""
+            INSERT INTO shared.tenant_migrations
+                (tenant_id, target_revision, from_revision, status, error, run_id, finished_at, duration_ms)
+            VALUES (:t, :head, :from_rev, :status, :error, :run, :at, :ms)
+            ON CONFLICT (tenant_id) DO UPDATE SET target_revision = EXCLUDED.target_revision,
+                from_revision = EXCLUDED.from_revision, status = EXCLUDED.status, error = EXCLUDED.error,
+                run_id = EXCLUDED.run_id, finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
+        """),
+        {"t": tenant_id, "head": head, "from_rev": from_rev, "status": status, "error": error, "run": run_id,
+         "at": utcnow(), "ms": duration_ms},
+    )
+
+
+def migrate_fleet(engine: Engine, *, workers: int = 4, only: Sequence[str] | None = None,
+                  extra_locations: Iterable[str | Path] = (),
+                  progress: Callable[[TenantResult], None] | None = None) -> FleetReport:
+    started = time.perf_counter()
+    script = tenant_script(tuple(str(p) for p in extra_locations))
+    head = tenant_head(script)
+    report = FleetReport(run_id=uuid7(), head=head)
+    todo = pending_tenants(engine, head, only)
+    if todo:
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="migrate") as pool:
+            futures = [pool.submit(migrate_tenant, engine, tid, slug, script, head, report.run_id)
+                       for tid, slug, _rev in todo]
+            for future in futures:
+                result = future.result()
+                report.results.append(result)
+                if progress is not None:
+                    progress(result)
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,127 @@
+"""OAuth 2 for machines: the client-credentials grant at ``POST /oauth/token`` (Authlib).
+
+Clients are managed by tenant admins and bound to their tenant in the control plane. The token
+endpoint answers on the tenant's host only and finds only that tenant's clients, so a client of
+``acme`` cannot obtain a token on ``globex`` (it is simply an unknown client there).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from flask import Flask, Response, g
+
+from core.db import utcnow
+from core.security import digest, same
+from tenants import services
+from tenants.context import current_tenant, db_session, runtime
+from tenants.models import OAuthClient, OAuthToken
+
+CSRF_EXEMPT = frozenset({"oauth.token", "oauth.revoke"})
+
+
+class Client(ClientMixin):  # type: ignore[misc]
+    """Authlib's view of one of our client rows."""
+
+    def __init__(self, row: OAuthClient) -> None:
+        self.row = row
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        allowed = set(self.row.scopes)
+        if not scope:
+            return " ".join(sorted(allowed))
+        return " ".join(sorted(s for s in scope.split() if s in allowed))
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return False
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return same(self.row.secret_digest, digest(client_secret or ""))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method in ("client_secret_basic", "client_secret_post")
+
+    def check_response_type(self, response_type: str) -> bool:
+        return False
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "client_credentials"
+
+
+class _RevocableToken:
+    def __init__(self, row: OAuthToken, secret: str) -> None:
+        self.row = row
+        self.secret = secret
+
+    def check_client(self, client: Client) -> bool:
+        return self.row.client_pk == client.row.id
+
+
+class Revocation(RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")  # noqa: RUF012 - Authlib's API
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> _RevocableToken | None:
+        from sqlalchemy import select
+
+        row = db_session().scalar(select(OAuthToken).where(OAuthToken.token_digest == digest(token_string),
+                                                           OAuthToken.tenant_id == current_tenant().id))
+        return _RevocableToken(row, token_string) if row is not None else None
+
+    def revoke_token(self, token: _RevocableToken, request: Any) -> None:
+        services.revoke_token(db_session(), current_tenant(), token.secret)
+
+
+def _query_client(client_id: str) -> Client | None:
+    tenant = current_tenant()
+    row = services.find_client(db_session(), client_id)
+    if row is None or row.tenant_id != tenant.id or row.revoked_at is not None:
+        return None
+    return Client(row)
+
+
+def _save_token(token: dict[str, Any], request: Any) -> None:
+    client: Client = request.client
+    scopes = (token.get("scope") or "").split()
+    # Authlib generated the secret; we keep only its digest and our own expiry.
+    ttl = int(token.get("expires_in") or runtime().settings.token_ttl_s)
+    secret = token["access_token"]
+    row = OAuthToken(tenant_id=client.row.tenant_id, client_pk=client.row.id, token_digest=digest(secret),
+                     scopes=sorted(set(scopes)), expires_at=utcnow() + dt.timedelta(seconds=ttl))
+    db_session().add(row)
+    db_session().flush()
+
+
+def register(app: Flask) -> None:
+    app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"client_credentials": runtime(app).settings.token_ttl_s})
+    server = AuthorizationServer(app, query_client=_query_client, save_token=_save_token)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_endpoint(Revocation)
+    ClientCredentialsGrant.TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def token() -> Response:
+        """Exchange client credentials for a bearer token on the tenant's own host."""
+        current_tenant()
+        response: Response = server.create_token_response()
+        if response.status_code == 200:
+            g.oauth_ok = True
+        return response
+
+    def revoke() -> Response:
+        """RFC 7009 revocation of a token issued to the calling client."""
+        current_tenant()
+        response: Response = server.create_endpoint_response("revocation")
+        return response
+
+    app.add_url_rule("/oauth/token", "oauth.token", token, methods=["POST"])
+    app.add_url_rule("/oauth/revoke", "oauth.revoke", revoke, methods=["POST"])

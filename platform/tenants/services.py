@@ -1,0 +1,754 @@
+"""Business rules of the tenants domain: functions taking the session and the actor explicitly.
+
+Services flush, never commit: the caller (request, task or command) owns the unit of work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.db import CourtyardSession, TenantBase, bind_tenant, tenant_options, utcnow
+from core.errors import Conflict, NotFound, PermissionDenied, TenantUnavailable, ValidationFailed
+from core.permissions import Actor, all_names, known
+from core.security import digest, hash_password, new_secret, password_problem, verify_password
+from core.tenancy import BoundTenant, schema_for, validate_slug
+from tenants import permissions as perms
+from tenants.errors import EmailTaken, InvalidToken, SlugTaken, TenantNotFound
+from tenants.migrator import tenant_head
+from tenants.models import (
+    AuditEntry,
+    Department,
+    Invitation,
+    OAuthClient,
+    OAuthToken,
+    PasswordReset,
+    Role,
+    Tenant,
+    User,
+)
+
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+INVITATION_TTL = dt.timedelta(days=7)
+RESET_TTL = dt.timedelta(hours=2)
+
+
+def bound(tenant: Tenant) -> BoundTenant:
+    return BoundTenant(id=tenant.id, slug=tenant.slug, name=tenant.name, status=tenant.status)
+
+
+def require(actor: Actor, permission: str) -> None:
+    if not actor.can(permission):
+        msg = f"You need the '{permission}' permission for this."
+        raise PermissionDenied(msg)
+
+
+def clean_email(email: str) -> str:
+    value = (email or "").strip()
+    if not EMAIL_RE.match(value) or len(value) > 254:
+        msg = f"'{email}' is not a valid e-mail address."
+        raise ValidationFailed(msg, field_errors={"email": ["Enter a valid e-mail address."]})
+    return value.lower()
+
+
+def clean_name(value: str, field: str = "name", max_len: int = 200) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise ValidationFailed(f"{field.capitalize()} is required.", field_errors={field: ["Required."]})
+    if len(value) > max_len:
+        msg = f"{field.capitalize()} is too long (at most {max_len} characters)."
+        raise ValidationFailed(msg, field_errors={field: [f"At most {max_len} characters."]})
+    return value
+
+
+def check_password(password: str, field: str = "password") -> str:
+    problem = password_problem(password or "")
+    if problem:
+        raise ValidationFailed(f"Password refused: {problem}", field_errors={field: [problem]})
+    return password
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def snapshot(obj: Any, fields: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in fields:
+        value = getattr(obj, name)
+        out[name] = str(value) if isinstance(value, (uuid.UUID, dt.datetime)) else value
+    return out
+
+
+def audit(session: Session, actor: Actor, action: str, entity_type: str, entity_id: object | None,
+          before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> AuditEntry:
+    entry = AuditEntry(
+        actor_id=actor.id if isinstance(actor.id, uuid.UUID) else None,
+        actor_label=actor.label[:254],
+        action=action,
+        entity_type=entity_type,
+        entity_id=str(entity_id) if entity_id is not None else None,
+        before=before,
+        after=after,
+        request_id=actor.request_id,
+        ip=actor.ip,
+    )
+    session.add(entry)
+    return entry
+
+
+def list_audit(session: Session, actor: Actor, *, limit: int = 50, before_id: uuid.UUID | None = None,
+               entity_type: str | None = None) -> list[AuditEntry]:
+    require(actor, perms.AUDIT_READ)
+    stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(min(max(limit, 1), 500))
+    if before_id is not None:
+        stmt = stmt.where(AuditEntry.id < before_id)
+    if entity_type:
+        stmt = stmt.where(AuditEntry.entity_type == entity_type)
+    return list(session.scalars(stmt))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def find_tenant(session: Session, slug: str) -> Tenant | None:
+    return session.scalar(select(Tenant).where(Tenant.slug == slug))
+
+
+def get_tenant(session: Session, slug: str) -> Tenant:
+    tenant = find_tenant(session, slug)
+    if tenant is None:
+        msg = f"No tenant '{slug}'."
+        raise TenantNotFound(msg)
+    return tenant
+
+
+def usable(tenant: Tenant | None) -> BoundTenant:
+    """The tenant a request may work for: unknown → 404, suspended/deleted → refused before any data."""
+    if tenant is None:
+        raise TenantNotFound("No such workspace.")
+    if tenant.status == "suspended":
+        raise TenantUnavailable("This workspace is suspended. Contact your administrator.")
+    if tenant.status == "deleted":
+        raise TenantUnavailable("This workspace has been deleted.", code="tenant_deleted")
+    return bound(tenant)
+
+
+def list_tenants(session: Session, *, include_deleted: bool = False) -> list[Tenant]:
+    stmt = select(Tenant).order_by(Tenant.slug)
+    if not include_deleted:
+        stmt = stmt.where(Tenant.status != "deleted")
+    return list(session.scalars(stmt))
+
+
+def seats_used(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User).where(User.active.is_(True))) or 0
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    tenant: Tenant
+    admin: User
+
+
+def create_schema(session: Session, tenant: BoundTenant) -> None:
+    """Create the schema, then its tables in separate statements (Citus needs them apart)."""
+    conn = session.connection()
+    conn.exec_driver_sql(f'CREATE SCHEMA "{tenant.schema}"')
+    bound_conn = conn.execution_options(**tenant_options(tenant))
+    TenantBase.metadata.create_all(bound_conn, checkfirst=False)
+    conn.exec_driver_sql(
+        f'CREATE TABLE "{tenant.schema}".alembic_version (version_num VARCHAR(32) NOT NULL '
+        f"CONSTRAINT alembic_version_pkc PRIMARY KEY)")
+    conn.exec_driver_sql(f'INSERT INTO "{tenant.schema}".alembic_version VALUES (%(v)s)',
+                         {"v": tenant_head()})
+
+
+def seed_roles(session: Session) -> dict[str, Role]:
+    roles = {}
+    for key, (name, name_zh, permissions) in perms.DEFAULT_ROLES.items():
+        role = Role(key=key, name=name, name_zh=name_zh, permissions=list(permissions), builtin=True)
+        session.add(role)
+        roles[key] = role
+    session.flush()
+    return roles
+
+
+def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_email: str, admin_password: str,
+              admin_name: str | None = None, tenant_id: uuid.UUID | None = None) -> Provisioned:
+    """Register a tenant, create its schema at head and its first admin: all in the caller's transaction.
+
+    Nothing is half-created: the registry row, the schema and the admin commit together or not at all.
+    """
+    slug = validate_slug((slug or "").strip())
+    name = clean_name(name, "name")
+    email = clean_email(admin_email)
+    check_password(admin_password)
+    if find_tenant(session, slug) is not None:
+        msg = f"The slug '{slug}' is already taken."
+        raise SlugTaken(msg, field_errors={"slug": ["Already taken."]})
+    tenant = Tenant(slug=slug, name=name, status="active", schema_revision=tenant_head())
+    if tenant_id is not None:
+        tenant.id = tenant_id
+    session.add(tenant)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        msg = f"The slug '{slug}' is already taken."
+        raise SlugTaken(msg, field_errors={"slug": ["Already taken."]}) from None
+    bt = bound(tenant)
+    create_schema(session, bt)
+    tsession = bind_tenant(session, bt)
+    roles = seed_roles(tsession)
+    admin = User(email=email, name=(admin_name or email.split("@")[0]).strip()[:200],
+                 password_hash=hash_password(admin_password), role_id=roles["admin"].id)
+    tsession.add(admin)
+    tsession.flush()
+    audit(tsession, actor, "tenant.provisioned", "tenant", tenant.id, after={"slug": slug, "name": name})
+    tsession.flush()
+    return Provisioned(tenant, admin)
+
+
+def rename_tenant(session: Session, slug: str, new_slug: str) -> Tenant:
+    tenant = get_tenant(session, slug)
+    new_slug = validate_slug(new_slug)
+    if find_tenant(session, new_slug) is not None:
+        msg = f"The slug '{new_slug}' is already taken."
+        raise SlugTaken(msg)
+    tenant.slug = new_slug
+    session.flush()
+    return tenant
+
+
+def set_status(session: Session, slug: str, status: str) -> Tenant:
+    tenant = get_tenant(session, slug)
+    if tenant.status == "deleted":
+        msg = f"Tenant '{slug}' is deleted; it cannot be {status}."
+        raise Conflict(msg)
+    tenant.status = status
+    tenant.status_changed_at = utcnow()
+    session.flush()
+    return tenant
+
+
+def delete_tenant(session: Session, slug: str) -> Tenant:
+    """Drop the tenant's schema and keep a tombstone row, so its old URLs answer "deleted"."""
+    tenant = get_tenant(session, slug)
+    if tenant.status != "deleted":
+        session.connection().exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema_for(tenant.id)}" CASCADE')
+    tenant.status = "deleted"
+    tenant.status_changed_at = utcnow()
+    session.execute(update(OAuthToken).where(OAuthToken.tenant_id == tenant.id, OAuthToken.revoked_at.is_(None))
+                    .values(revoked_at=utcnow()))
+    session.execute(update(OAuthClient).where(OAuthClient.tenant_id == tenant.id,
+                                              OAuthClient.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    session.flush()
+    return tenant
+
+
+# --------------------------------------------------------------------------- users
+
+
+USER_FIELDS = ("email", "name", "role_id", "department_id", "active", "locale")
+
+
+def effective_permissions(role: Role) -> frozenset[str]:
+    if role.key == "admin":
+        return all_names()
+    return frozenset(p for p in role.permissions if known(p))
+
+
+def actor_for(user: User, *, request_id: str | None = None, ip: str | None = None) -> Actor:
+    return Actor(id=user.id, label=user.email, permissions=effective_permissions(user.role), kind="user",
+                 request_id=request_id, ip=ip)
+
+
+def get_user(session: Session, user_id: uuid.UUID) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user.")
+    return user
+
+
+def find_user_by_email(session: Session, email: str) -> User | None:
+    return session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+
+
+def list_users(session: Session, actor: Actor, *, include_inactive: bool = True, query: str | None = None,
+               limit: int = 200, offset: int = 0) -> list[User]:
+    require(actor, perms.USERS_READ)
+    stmt = select(User).order_by(User.name, User.id).limit(limit).offset(offset)
+    if not include_inactive:
+        stmt = stmt.where(User.active.is_(True))
+    if query:
+        like = f"%{query.strip()}%"
+        stmt = stmt.where(User.name.ilike(like) | User.email.ilike(like))
+    return list(session.scalars(stmt))
+
+
+def view_user(session: Session, actor: Actor, user_id: uuid.UUID) -> User:
+    if actor.id != user_id:
+        require(actor, perms.USERS_READ)
+    return get_user(session, user_id)
+
+
+def get_role(session: Session, key_or_id: str | uuid.UUID) -> Role:
+    if isinstance(key_or_id, uuid.UUID):
+        role = session.get(Role, key_or_id)
+    else:
+        role = session.scalar(select(Role).where(Role.key == key_or_id))
+    if role is None:
+        msg = f"No role '{key_or_id}'."
+        raise ValidationFailed(msg, field_errors={"role": ["Unknown role."]})
+    return role
+
+
+def create_user(session: Session, actor: Actor, *, email: str, name: str | None = None, role: str = "sales",
+                password: str | None = None, department_id: uuid.UUID | None = None) -> User:
+    require(actor, perms.USERS_MANAGE)
+    email = clean_email(email)
+    if find_user_by_email(session, email) is not None:
+        msg = f"A user with e-mail {email} already exists."
+        raise EmailTaken(msg, field_errors={"email": ["Already in use."]})
+    role_obj = get_role(session, role)
+    if department_id is not None:
+        get_department(session, department_id)
+    user = User(email=email, name=clean_name(name or email.split("@")[0]), role_id=role_obj.id,
+                password_hash=hash_password(check_password(password)) if password else None,
+                department_id=department_id, created_by=_uid(actor), updated_by=_uid(actor))
+    user.role = role_obj
+    session.add(user)
+    session.flush()
+    audit(session, actor, "user.created", "user", user.id, after=snapshot(user, USER_FIELDS))
+    return user
+
+
+def _uid(actor: Actor) -> uuid.UUID | None:
+    return actor.id if isinstance(actor.id, uuid.UUID) else None
+
+
+def update_user(session: Session, actor: Actor, user_id: uuid.UUID, *, name: str | None = None,
+                role: str | None = None, department_id: uuid.UUID | None | str = "keep",
+                locale: str | None = None, expected_version: int | None = None) -> User:
+    user = get_user(session, user_id)
+    self_service = actor.id == user.id and role is None and department_id == "keep"
+    if not self_service:
+        require(actor, perms.USERS_MANAGE)
+    if expected_version is not None and expected_version != user.version:
+        msg = "This user was changed by someone else; reload and try again."
+        raise Conflict(msg, code="version_conflict")
+    before = snapshot(user, USER_FIELDS)
+    if name is not None:
+        user.name = clean_name(name)
+    if role is not None:
+        new_role = get_role(session, role)
+        if user.role.key == "admin" and new_role.key != "admin":
+            _ensure_other_admin(session, user)
+        user.role_id = new_role.id
+        user.role = new_role
+    if department_id != "keep":
+        if department_id is not None:
+            get_department(session, department_id)  # type: ignore[arg-type]
+        user.department_id = department_id  # type: ignore[assignment]
+    if locale is not None:
+        if locale not in ("en", "zh"):
+            raise ValidationFailed("Language must be 'en' or 'zh'.", field_errors={"locale": ["en or zh"]})
+        user.locale = locale
+    user.updated_by = _uid(actor)
+    session.flush()
+    after = snapshot(user, USER_FIELDS)
+    if after != before:
+        audit(session, actor, "user.updated", "user", user.id, before=before, after=after)
+    return user
+
+
+def _ensure_other_admin(session: Session, user: User) -> None:
+    others = session.scalar(
+        select(func.count()).select_from(User).join(Role)
+        .where(Role.key == "admin", User.active.is_(True), User.id != user.id))
+    if not others:
+        msg = "This is the last active administrator; make someone else an administrator first."
+        raise Conflict(msg, code="last_admin")
+
+
+def set_active(session: Session, actor: Actor, user_id: uuid.UUID, active: bool) -> User:
+    """Deactivating frees the seat at once and ends the user's sessions (checked on every request)."""
+    require(actor, perms.USERS_MANAGE)
+    user = get_user(session, user_id)
+    if user.active == active:
+        return user
+    if not active:
+        if user.id == actor.id:
+            raise Conflict("You cannot deactivate yourself.", code="self_deactivation")
+        if user.role.key == "admin":
+            _ensure_other_admin(session, user)
+    before = snapshot(user, USER_FIELDS)
+    user.active = active
+    user.deactivated_at = None if active else utcnow()
+    user.updated_by = _uid(actor)
+    session.flush()
+    audit(session, actor, "user.activated" if active else "user.deactivated", "user", user.id,
+          before=before, after=snapshot(user, USER_FIELDS))
+    return user
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The user for these credentials, or None (same answer, same time, for every kind of failure)."""
+    try:
+        address = clean_email(email)
+    except ValidationFailed:
+        verify_password(None, password)
+        return None
+    user = find_user_by_email(session, address)
+    ok = verify_password(user.password_hash if user else None, password or "")
+    if not ok or user is None or not user.active:
+        return None
+    user.last_login_at = utcnow()
+    if user.password_hash and _needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    session.flush()
+    return user
+
+
+def _needs_rehash(password_hash: str) -> bool:
+    from core.security import needs_rehash
+
+    return needs_rehash(password_hash)
+
+
+def change_password(session: Session, actor: Actor, user_id: uuid.UUID, current: str, new: str) -> None:
+    user = get_user(session, user_id)
+    if actor.id != user.id:
+        raise PermissionDenied("You can only change your own password.")
+    if not verify_password(user.password_hash, current):
+        raise ValidationFailed("The current password is wrong.",
+                               field_errors={"current_password": ["Wrong password."]})
+    user.password_hash = hash_password(check_password(new, "new_password"))
+    session.flush()
+    audit(session, actor, "user.password_changed", "user", user.id)
+
+
+# --------------------------------------------------------------------------- invitations & resets
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A one-time token: ``secret`` goes into the link, only its digest is stored."""
+
+    secret: str
+    expires_at: dt.datetime
+
+
+def invite(session: Session, actor: Actor, *, email: str, role: str, name: str = "",
+           department_id: uuid.UUID | None = None) -> tuple[Invitation, IssuedToken]:
+    require(actor, perms.USERS_MANAGE)
+    address = clean_email(email)
+    if find_user_by_email(session, address) is not None:
+        msg = f"{address} is already a user of this workspace."
+        raise EmailTaken(msg, field_errors={"email": ["Already a user."]})
+    role_obj = get_role(session, role)
+    if department_id is not None:
+        get_department(session, department_id)
+    # A new invitation replaces any open one for the same address.
+    session.execute(update(Invitation).where(func.lower(Invitation.email) == address,
+                                             Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
+                    .values(revoked_at=utcnow()))
+    secret = new_secret()
+    expires = utcnow() + INVITATION_TTL
+    inv = Invitation(email=address, name=(name or "").strip()[:200], role_id=role_obj.id,
+                     department_id=department_id, token_digest=digest(secret), expires_at=expires,
+                     created_by=_uid(actor), updated_by=_uid(actor))
+    session.add(inv)
+    session.flush()
+    audit(session, actor, "user.invited", "invitation", inv.id, after={"email": address, "role": role_obj.key})
+    return inv, IssuedToken(secret, expires)
+
+
+def open_invitation(session: Session, secret: str) -> Invitation:
+    inv = session.scalar(select(Invitation).where(Invitation.token_digest == digest(secret or "")))
+    if inv is None or inv.revoked_at is not None or inv.accepted_at is not None or inv.expires_at < utcnow():
+        raise InvalidToken("This invitation link is invalid or has expired. Ask for a new one.")
+    return inv
+
+
+def accept_invitation(session: Session, secret: str, *, name: str, password: str) -> User:
+    inv = open_invitation(session, secret)
+    if find_user_by_email(session, inv.email) is not None:
+        inv.accepted_at = utcnow()
+        raise EmailTaken("This address already has an account; sign in instead.")
+    user = User(email=inv.email, name=clean_name(name or inv.name or inv.email.split("@")[0]),
+                password_hash=hash_password(check_password(password)), role_id=inv.role_id,
+                department_id=inv.department_id, created_by=inv.created_by)
+    session.add(user)
+    inv.accepted_at = utcnow()
+    session.flush()
+    session.refresh(user)
+    audit(session, Actor(user.id, user.email, frozenset()), "user.joined", "user", user.id,
+          after=snapshot(user, USER_FIELDS))
+    return user
+
+
+def request_password_reset(session: Session, email: str) -> tuple[User, IssuedToken] | None:
+    """A reset link for an active user, or None; callers answer the same either way (no enumeration)."""
+    try:
+        address = clean_email(email)
+    except ValidationFailed:
+        return None
+    user = find_user_by_email(session, address)
+    if user is None or not user.active:
+        return None
+    secret = new_secret()
+    expires = utcnow() + RESET_TTL
+    session.add(PasswordReset(user_id=user.id, token_digest=digest(secret), expires_at=expires))
+    session.flush()
+    return user, IssuedToken(secret, expires)
+
+
+def reset_password(session: Session, secret: str, new_password: str) -> User:
+    reset = session.scalar(select(PasswordReset).where(PasswordReset.token_digest == digest(secret or "")))
+    if reset is None or reset.used_at is not None or reset.expires_at < utcnow():
+        raise InvalidToken("This reset link is invalid or has expired. Ask for a new one.")
+    user = get_user(session, reset.user_id)
+    if not user.active:
+        raise InvalidToken("This account is deactivated.")
+    user.password_hash = hash_password(check_password(new_password))
+    reset.used_at = utcnow()
+    # Every other open link for this user dies with this one.
+    session.execute(update(PasswordReset).where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
+                    .values(used_at=utcnow()))
+    session.flush()
+    audit(session, Actor(user.id, user.email, frozenset()), "user.password_reset", "user", user.id)
+    return user
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def list_roles(session: Session) -> list[Role]:
+    return list(session.scalars(select(Role).order_by(Role.builtin.desc(), Role.key)))
+
+
+def set_role_permissions(session: Session, actor: Actor, key: str, permissions: Sequence[str]) -> Role:
+    require(actor, perms.ROLES_MANAGE)
+    role = get_role(session, key)
+    if role.key == "admin":
+        raise Conflict("The administrator role always has every function.", code="admin_role_locked")
+    unknown = sorted(p for p in permissions if not known(p))
+    if unknown:
+        msg = f"Unknown functions: {', '.join(unknown)}."
+        raise ValidationFailed(msg, field_errors={"permissions": [msg]})
+    before = {"permissions": sorted(role.permissions)}
+    role.permissions = sorted(set(permissions))
+    role.updated_by = _uid(actor)
+    session.flush()
+    audit(session, actor, "role.updated", "role", role.key, before=before, after={"permissions": role.permissions})
+    return role
+
+
+def create_role(session: Session, actor: Actor, *, key: str, name: str, permissions: Sequence[str] = ()) -> Role:
+    require(actor, perms.ROLES_MANAGE)
+    if not re.fullmatch(r"[a-z][a-z0-9_]{1,39}", key or ""):
+        raise ValidationFailed("Role keys use lower-case letters, digits and underscores.",
+                               field_errors={"key": ["Invalid key."]})
+    if session.scalar(select(Role).where(Role.key == key)) is not None:
+        raise Conflict(f"A role '{key}' already exists.", field_errors={"key": ["Already exists."]})
+    role = Role(key=key, name=clean_name(name, max_len=100), permissions=[], created_by=_uid(actor))
+    session.add(role)
+    session.flush()
+    audit(session, actor, "role.created", "role", key, after={"name": role.name})
+    if permissions:
+        set_role_permissions(session, actor, key, permissions)
+    return role
+
+
+# --------------------------------------------------------------------------- departments
+
+
+def get_department(session: Session, department_id: uuid.UUID) -> Department:
+    dept = session.get(Department, department_id)
+    if dept is None:
+        raise ValidationFailed("No such department.", field_errors={"department_id": ["Unknown department."]})
+    return dept
+
+
+def list_departments(session: Session) -> list[Department]:
+    return list(session.scalars(select(Department).order_by(Department.sort_order, Department.name)))
+
+
+def department_tree(session: Session) -> list[tuple[int, Department]]:
+    """Departments in tree order with their depth, for indented lists and selects."""
+    depts = list_departments(session)
+    children: dict[uuid.UUID | None, list[Department]] = {}
+    for d in depts:
+        children.setdefault(d.parent_id, []).append(d)
+    out: list[tuple[int, Department]] = []
+
+    def walk(parent: uuid.UUID | None, depth: int) -> None:
+        for d in children.get(parent, []):
+            out.append((depth, d))
+            walk(d.id, depth + 1)
+
+    walk(None, 0)
+    return out
+
+
+def save_department(session: Session, actor: Actor, *, name: str, parent_id: uuid.UUID | None,
+                    department_id: uuid.UUID | None = None) -> Department:
+    require(actor, perms.DEPARTMENTS_MANAGE)
+    name = clean_name(name)
+    if parent_id is not None:
+        get_department(session, parent_id)
+    if department_id is None:
+        dept = Department(name=name, parent_id=parent_id, created_by=_uid(actor), updated_by=_uid(actor))
+        session.add(dept)
+        action, before = "department.created", None
+    else:
+        dept = session.get(Department, department_id)
+        if dept is None:
+            raise NotFound("No such department.")
+        # Moving a department under itself or its own descendant would cut the tree loose.
+        cursor = parent_id
+        while cursor is not None:
+            if cursor == dept.id:
+                raise ValidationFailed("A department cannot be moved under itself.",
+                                       field_errors={"parent_id": ["Would create a cycle."]})
+            cursor = session.get(Department, cursor).parent_id  # type: ignore[union-attr]
+        before = snapshot(dept, ("name", "parent_id"))
+        dept.name, dept.parent_id, dept.updated_by = name, parent_id, _uid(actor)
+        action = "department.updated"
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        msg = f"A department named '{name}' already exists there."
+        raise Conflict(msg, field_errors={"name": ["Already exists at this level."]}) from None
+    audit(session, actor, action, "department", dept.id, before=before, after=snapshot(dept, ("name", "parent_id")))
+    return dept
+
+
+def delete_department(session: Session, actor: Actor, department_id: uuid.UUID) -> None:
+    require(actor, perms.DEPARTMENTS_MANAGE)
+    dept = session.get(Department, department_id)
+    if dept is None:
+        raise NotFound("No such department.")
+    if session.scalar(select(func.count()).select_from(Department).where(Department.parent_id == dept.id)):
+        raise Conflict("Move or delete its sub-departments first.", code="department_has_children")
+    session.execute(update(User).where(User.department_id == dept.id).values(department_id=None))
+    before = snapshot(dept, ("name", "parent_id"))
+    session.delete(dept)
+    session.flush()
+    audit(session, actor, "department.deleted", "department", department_id, before=before)
+
+
+# --------------------------------------------------------------------------- OAuth clients
+
+
+@dataclass(frozen=True, slots=True)
+class NewClient:
+    client: OAuthClient
+    secret: str
+
+
+def create_client(session: Session, actor: Actor, tenant: BoundTenant, *, name: str,
+                  scopes: Sequence[str]) -> NewClient:
+    """Client rows live in the control plane so the token endpoint can bind a token to its tenant."""
+    require(actor, perms.CLIENTS_MANAGE)
+    name = clean_name(name)
+    scopes = sorted(set(scopes))
+    unknown = [s for s in scopes if not known(s)]
+    if unknown:
+        msg = f"Unknown scopes: {', '.join(unknown)}."
+        raise ValidationFailed(msg, field_errors={"scopes": [msg]})
+    if not scopes:
+        raise ValidationFailed("Grant at least one scope.", field_errors={"scopes": ["Required."]})
+    secret = new_secret(32)
+    client = OAuthClient(tenant_id=tenant.id, client_id="cy_" + new_secret(12), secret_digest=digest(secret),
+                         name=name, scopes=scopes, created_by=_uid(actor))
+    session.add(client)
+    session.flush()
+    _audit_in_tenant(session, actor, tenant, "client.created", client.client_id,
+                     {"name": name, "scopes": scopes})
+    return NewClient(client, secret)
+
+
+def _audit_in_tenant(session: Session, actor: Actor, tenant: BoundTenant, action: str, entity_id: str,
+                     after: dict[str, Any] | None) -> None:
+    if isinstance(session, CourtyardSession) and session.info.get("tenant") == tenant:
+        audit(session, actor, action, "oauth_client", entity_id, after=after)
+    else:
+        tsession = bind_tenant(session, tenant)
+        audit(tsession, actor, action, "oauth_client", entity_id, after=after)
+        tsession.flush()
+
+
+def list_clients(session: Session, actor: Actor, tenant: BoundTenant) -> list[OAuthClient]:
+    require(actor, perms.CLIENTS_MANAGE)
+    return list(session.scalars(select(OAuthClient).where(OAuthClient.tenant_id == tenant.id)
+                                .order_by(OAuthClient.created_at)))
+
+
+def revoke_client(session: Session, actor: Actor, tenant: BoundTenant, client_id: str) -> OAuthClient:
+    require(actor, perms.CLIENTS_MANAGE)
+    client = session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id,
+                                                      OAuthClient.tenant_id == tenant.id))
+    if client is None:
+        raise NotFound("No such client.")
+    if client.revoked_at is None:
+        now = utcnow()
+        client.revoked_at = now
+        session.execute(update(OAuthToken).where(OAuthToken.client_pk == client.id, OAuthToken.revoked_at.is_(None))
+                        .values(revoked_at=now))
+        session.flush()
+        _audit_in_tenant(session, actor, tenant, "client.revoked", client.client_id, None)
+    return client
+
+
+def find_client(session: Session, client_id: str) -> OAuthClient | None:
+    return session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
+
+
+def issue_token(session: Session, client: OAuthClient, scopes: Sequence[str], ttl_s: int) -> tuple[str, OAuthToken]:
+    secret = new_secret(32)
+    token = OAuthToken(tenant_id=client.tenant_id, client_pk=client.id, token_digest=digest(secret),
+                       scopes=sorted(set(scopes)), expires_at=utcnow() + dt.timedelta(seconds=ttl_s))
+    session.add(token)
+    session.flush()
+    return secret, token
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    tenant_id: uuid.UUID
+    client_id: str
+    client_name: str
+    scopes: frozenset[str]
+
+
+def check_token(session: Session, secret: str) -> TokenInfo | None:
+    """A live token's binding, in one indexed query; None for unknown, expired or revoked tokens."""
+    row = session.execute(
+        text("""SELECT t.tenant_id, c.client_id, c.name, t.scopes FROM shared.oauth_tokens t
+                JOIN shared.oauth_clients c ON c.id = t.client_pk
+                WHERE t.token_digest = :d AND t.revoked_at IS NULL AND t.expires_at > now()
+                  AND c.revoked_at IS NULL"""),
+        {"d": digest(secret)},
+    ).first()
+    if row is None:
+        return None
+    return TokenInfo(row[0], row[1], row[2], frozenset(row[3]))
+
+
+def revoke_token(session: Session, tenant: BoundTenant, secret: str) -> bool:
+    """RFC 7009: revoking an unknown token is not an error; only this tenant's tokens are touched."""
+    result = session.execute(update(OAuthToken).where(
+        OAuthToken.token_digest == digest(secret), OAuthToken.tenant_id == tenant.id,
+        OAuthToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    return bool(result.rowcount)  # type: ignore[attr-defined]

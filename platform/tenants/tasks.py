@@ -1,0 +1,71 @@
+"""Celery tasks of the tenants domain, and the helper every domain's tasks use to bind a tenant."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from celery import shared_task
+from sqlalchemy.orm import Session
+
+from core.db import CourtyardSession, bind_tenant
+from core.logs import tenant_var
+from core.mail import Mail
+from core.tasks import send_after_commit, task_runtime
+from core.tenancy import BoundTenant
+from tenants import services
+from tenants.models import Tenant
+
+log = logging.getLogger(__name__)
+
+
+class TenantGone(Exception):  # noqa: N818 - reads as a state, like Celery's Ignore
+    """The tenant was suspended or deleted after the task was queued: the task does nothing."""
+
+
+@contextmanager
+def tenant_unit(tenant_id: str | uuid.UUID) -> Iterator[tuple[CourtyardSession, BoundTenant]]:
+    """One unit of work for one tenant, looked up afresh (it may have been suspended since)."""
+    rt = task_runtime()
+    with rt.db.transaction() as session:
+        row = session.get(Tenant, uuid.UUID(str(tenant_id)))
+        if row is None or row.status != "active":
+            raise TenantGone(str(tenant_id))
+        tenant = services.bound(row)
+        bind_tenant(session, tenant)
+        token = tenant_var.set(tenant.slug)
+        try:
+            yield session, tenant
+        finally:
+            tenant_var.reset(token)
+
+
+@shared_task(name="tenants.deliver_mail", autoretry_for=(OSError,), retry_backoff=True, max_retries=8,
+             acks_late=True)
+def deliver_mail(tenant_id: str, to: str, subject: str, text: str) -> str | None:
+    """Send one message for a tenant; retried with backoff when the mail server is unreachable."""
+    try:
+        with tenant_unit(tenant_id):
+            return str(task_runtime().mailer.send(Mail(to=to, subject=subject, text=text)))
+    except TenantGone:
+        log.info("mail dropped: tenant no longer active")
+        return None
+
+
+def send_mail(session: Session, tenant: BoundTenant, mail: Mail) -> None:
+    """Queue a message; it leaves only if the surrounding unit of work commits."""
+    send_after_commit(session, lambda: deliver_mail.delay(str(tenant.id), mail.to, mail.subject, mail.text))
+
+
+@shared_task(name="tenants.purge_expired_tokens")
+def purge_expired_tokens() -> int:
+    """Drop access tokens that expired or were revoked more than a day ago (control plane only)."""
+    from sqlalchemy import text
+
+    with task_runtime().db.transaction() as session:
+        result = session.execute(text(
+            "DELETE FROM shared.oauth_tokens WHERE expires_at < now() - interval '1 day' "
+            "OR revoked_at < now() - interval '1 day'"))
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,435 @@
+"""HTML pages: the public site (sign-up) and each tenant's staff pages. Thin: rules live in services."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, Response, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
+from sqlalchemy import text
+
+from core.errors import DomainError, TooManyRequests
+from core.i18n import LOCALE_NAMES
+from core.mail import Mail
+from core.permissions import Actor, catalog
+from tenants import permissions as perms
+from tenants import services
+from tenants.context import (
+    current_actor,
+    current_tenant,
+    current_user,
+    db_session,
+    login_required,
+    permission_required,
+    runtime,
+    sign_in,
+    sign_out,
+)
+from tenants.tasks import send_mail
+
+site = Blueprint("site", __name__)
+staff = Blueprint("staff", __name__)
+health = Blueprint("health", __name__)
+
+
+def _actor() -> Actor:
+    actor = current_actor()
+    assert actor is not None  # guaranteed by login_required
+    return actor
+
+
+def _client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site relative paths: an open redirect would make our sign-in page a phishing tool."""
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return request.script_root + target if not target.startswith(request.script_root + "/") else target
+    return url_for("staff.home")
+
+
+def _form_error(template: str, exc: DomainError, status: int | None = None, **ctx: Any) -> tuple[str, int]:
+    return render_template(template, error=exc.message, field_errors=exc.field_errors, form=request.form,
+                           **ctx), status or exc.status
+
+
+# --------------------------------------------------------------------------- health
+
+
+@health.get("/healthz")
+def healthz() -> Response:
+    """The process is up (no dependencies checked: a load balancer's liveness probe)."""
+    return jsonify(status="ok")
+
+
+@health.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """The database and Redis answer: a readiness probe."""
+    rt = runtime()
+    checks: dict[str, str] = {}
+    try:
+        with rt.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported as such
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        rt.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["redis"] = f"error: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
+
+
+@health.post("/locale")
+def set_locale() -> Response:
+    """Switch the interface language (中文 / English); remembered on the user when signed in."""
+    locale = request.form.get("locale", "")
+    if locale not in LOCALE_NAMES:
+        raise DomainError("Choose 'en' or 'zh'.", field_errors={"locale": ["en or zh"]})
+    session["locale"] = locale
+    if g.get("tenant") is not None:
+        user = current_user()
+        if user is not None:
+            user.locale = locale
+    return redirect(_safe_next(request.form.get("next")) if g.get("tenant") is not None
+                    else _safe_site_next(request.form.get("next")))
+
+
+def _safe_site_next(target: str | None) -> str:
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for("site.index")
+
+
+# --------------------------------------------------------------------------- public site
+
+
+def _public_only() -> None:
+    if g.get("tenant") is not None:
+        abort(404)
+
+
+@site.get("/")
+def index() -> Any:
+    """The public site on the bare domain; a tenant's host shows its own home instead."""
+    if g.get("tenant") is not None:
+        return home()
+    return render_template("site/index.html")
+
+
+@site.route("/signup", methods=["GET", "POST"])
+def signup() -> Any:
+    """Online sign-up: company, slug, admin e-mail and password → a provisioned, signed-in workspace."""
+    _public_only()
+    rt = runtime()
+    if request.method == "GET":
+        return render_template("site/signup.html", form={}, field_errors={})
+    if not rt.limiter.hit(f"signup:{_client_ip()}", limit=rt.settings.signup_limit_per_hour, window_s=3600):
+        return _form_error("site/signup.html", TooManyRequests(
+            "Too many sign-ups from your network in the last hour. Try again later."))
+    form = request.form
+    session_db = db_session()
+    try:
+        result = services.provision(
+            session_db, Actor.system("signup"), slug=form.get("slug", "").strip().lower(),
+            name=form.get("company", ""), admin_email=form.get("email", ""),
+            admin_password=form.get("password", ""), admin_name=form.get("name") or None)
+    except DomainError as exc:
+        session_db.rollback()
+        return _form_error("site/signup.html", exc)
+    tenant = services.bound(result.tenant)
+    session_db.commit()
+    # The admin lands signed in: the session cookie belongs to the tenant's path on this host.
+    sign_in(result.admin, tenant)
+    # The admin lands signed in on the tenant's own site, so the session belongs to its path.
+    session.script_root = f"/t/{tenant.slug}"  # type: ignore[attr-defined]
+    return redirect(request.host_url.rstrip("/") + f"/t/{tenant.slug}/")
+
+
+# --------------------------------------------------------------------------- sign-in
+
+
+@staff.route("/sign-in", methods=["GET", "POST"])
+def sign_in_page() -> Any:
+    tenant = current_tenant()
+    if request.method == "GET":
+        if current_user() is not None:
+            return redirect(url_for("staff.home"))
+        return render_template("staff/sign_in.html", form={}, next=request.args.get("next", ""))
+    rt = runtime()
+    email = request.form.get("email", "").strip().lower()
+    password = request.form.get("password", "")
+    # Two throttles: per account (guessing one password) and per address (spraying many accounts).
+    keys = (f"login:{tenant.id}:{email}", f"login-ip:{_client_ip()}")
+    limits = (rt.settings.login_attempts, rt.settings.login_attempts * 6)
+    if any(rt.limiter.count(k, window_s=rt.settings.login_window_s) >= lim for k, lim in zip(keys, limits, strict=True)):
+        return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
+                               error="Too many failed attempts. Wait a few minutes and try again."), 429
+    user = services.authenticate(db_session(), email, password)
+    if user is None:
+        for key in keys:
+            rt.limiter.hit(key, limit=1 << 30, window_s=rt.settings.login_window_s)
+        return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
+                               error="Wrong e-mail or password."), 401
+    rt.limiter.reset(keys[0], window_s=rt.settings.login_window_s)
+    sign_in(user, tenant)
+    return redirect(_safe_next(request.form.get("next")))
+
+
+staff.add_url_rule("/sign-in", "sign_in", sign_in_page, methods=["GET", "POST"])
+
+
+@staff.post("/sign-out")
+def sign_out_page() -> Response:
+    current_tenant()
+    sign_out()
+    return redirect(url_for("staff.sign_in"))
+
+
+@login_required
+def home() -> str:
+    tenant = current_tenant()
+    return render_template("staff/home.html", seats=services.seats_used(db_session()), tenant=tenant)
+
+
+staff.add_url_rule("/home", "home", home)
+
+
+# --------------------------------------------------------------------------- password reset
+
+
+@staff.route("/forgot", methods=["GET", "POST"])
+def forgot() -> Any:
+    tenant = current_tenant()
+    if request.method == "GET":
+        return render_template("staff/forgot.html", form={})
+    rt = runtime()
+    if not rt.limiter.hit(f"forgot:{_client_ip()}", limit=10, window_s=3600):
+        return render_template("staff/forgot.html", form=request.form,
+                               error="Too many requests. Try again later."), 429
+    issued = services.request_password_reset(db_session(), request.form.get("email", ""))
+    if issued is not None:
+        user, token = issued
+        link = url_for("staff.reset", token=token.secret, _external=True)
+        send_mail(db_session(), tenant, Mail(to=user.email, subject=f"Reset your {tenant.name} password",
+                                             text=f"Open this link within two hours to choose a new password:\n\n{link}\n"))
+    # Same answer whether or not the address exists.
+    return render_template("staff/forgot.html", form={}, sent=True)
+
+
+@staff.route("/reset/<token>", methods=["GET", "POST"])
+def reset(token: str) -> Any:
+    tenant = current_tenant()
+    if request.method == "GET":
+        return render_template("staff/reset.html", form={}, token=token)
+    try:
+        user = services.reset_password(db_session(), token, request.form.get("password", ""))
+    except DomainError as exc:
+        db_session().rollback()
+        return _form_error("staff/reset.html", exc, token=token)
+    sign_in(user, tenant)
+    return redirect(url_for("staff.home"))
+
+
+# --------------------------------------------------------------------------- invitations
+
+
+@staff.route("/invitation/<token>", methods=["GET", "POST"])
+def accept(token: str) -> Any:
+    tenant = current_tenant()
+    try:
+        invitation = services.open_invitation(db_session(), token)
+    except DomainError as exc:
+        return render_template("error.html", status=400, code=exc.code, message=exc.message,
+                               field_errors={}), 400
+    if request.method == "GET":
+        return render_template("staff/accept.html", invitation=invitation, form={}, token=token)
+    try:
+        user = services.accept_invitation(db_session(), token, name=request.form.get("name", ""),
+                                          password=request.form.get("password", ""))
+    except DomainError as exc:
+        db_session().rollback()
+        return _form_error("staff/accept.html", exc, invitation=invitation, token=token)
+    sign_in(user, tenant)
+    return redirect(url_for("staff.home"))
+
+
+# --------------------------------------------------------------------------- administration
+
+
+@staff.get("/admin/users")
+@permission_required(perms.USERS_READ)
+def users() -> str:
+    session_db = db_session()
+    return render_template("staff/users.html", users=services.list_users(session_db, _actor(),
+                                                                         query=request.args.get("q")),
+                           roles=services.list_roles(session_db), departments=services.department_tree(session_db),
+                           seats=services.seats_used(session_db), can_manage=_actor().can(perms.USERS_MANAGE),
+                           form={}, field_errors={})
+
+
+@staff.post("/admin/users/invite")
+@permission_required(perms.USERS_MANAGE)
+def invite() -> Any:
+    tenant = current_tenant()
+    session_db = db_session()
+    form = request.form
+    try:
+        dept = _uuid_or_none(form.get("department_id"))
+        invitation, token = services.invite(session_db, _actor(), email=form.get("email", ""),
+                                            role=form.get("role", "sales"), name=form.get("name", ""),
+                                            department_id=dept)
+    except DomainError as exc:
+        session_db.rollback()
+        return _form_error("staff/users.html", exc, users=services.list_users(session_db, _actor()),
+                           roles=services.list_roles(session_db), departments=services.department_tree(session_db),
+                           seats=services.seats_used(session_db), can_manage=True)
+    link = url_for("staff.accept", token=token.secret, _external=True)
+    send_mail(session_db, tenant, Mail(
+        to=invitation.email, subject=f"You are invited to {tenant.name} on Courtyard",
+        text=f"{_actor().label} invited you to {tenant.name}.\n\nAccept within 7 days:\n\n{link}\n"))
+    flash(f"Invitation sent to {invitation.email}.")
+    return redirect(url_for("staff.users"))
+
+
+@staff.post("/admin/users/<uuid:user_id>")
+@permission_required(perms.USERS_MANAGE)
+def update_user(user_id: uuid.UUID) -> Any:
+    form = request.form
+    session_db = db_session()
+    action = form.get("action", "save")
+    try:
+        if action == "deactivate":
+            services.set_active(session_db, _actor(), user_id, active=False)
+        elif action == "activate":
+            services.set_active(session_db, _actor(), user_id, active=True)
+        else:
+            services.update_user(session_db, _actor(), user_id, role=form.get("role") or None,
+                                 department_id=_uuid_or_none(form.get("department_id")))
+    except DomainError as exc:
+        session_db.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("staff.users"))
+    flash("Saved.")
+    return redirect(url_for("staff.users"))
+
+
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise DomainError("Not a valid id.", field_errors={"department_id": ["Invalid id."]}) from None
+
+
+@staff.route("/admin/roles", methods=["GET", "POST"])
+@permission_required(perms.ROLES_MANAGE)
+def roles() -> Any:
+    session_db = db_session()
+    if request.method == "POST":
+        try:
+            services.set_role_permissions(session_db, _actor(), request.form.get("role", ""),
+                                          request.form.getlist("permissions"))
+        except DomainError as exc:
+            session_db.rollback()
+            flash(exc.message, "error")
+        else:
+            flash("Saved.")
+        return redirect(url_for("staff.roles"))
+    return render_template("staff/roles.html", roles=services.list_roles(session_db), catalog=catalog())
+
+
+@staff.route("/admin/departments", methods=["GET", "POST"])
+@permission_required(perms.DEPARTMENTS_MANAGE)
+def departments() -> Any:
+    session_db = db_session()
+    if request.method == "POST":
+        form = request.form
+        try:
+            if form.get("action") == "delete":
+                services.delete_department(session_db, _actor(), _required_uuid(form.get("id")))
+            else:
+                services.save_department(session_db, _actor(), name=form.get("name", ""),
+                                         parent_id=_uuid_or_none(form.get("parent_id")),
+                                         department_id=_uuid_or_none(form.get("id")))
+        except DomainError as exc:
+            session_db.rollback()
+            flash(exc.message, "error")
+        else:
+            flash("Saved.")
+        return redirect(url_for("staff.departments"))
+    return render_template("staff/departments.html", tree=services.department_tree(session_db))
+
+
+def _required_uuid(value: str | None) -> uuid.UUID:
+    result = _uuid_or_none(value)
+    if result is None:
+        raise DomainError("An id is required.", field_errors={"id": ["Required."]})
+    return result
+
+
+@staff.route("/admin/clients", methods=["GET", "POST"])
+@permission_required(perms.CLIENTS_MANAGE)
+def clients() -> Any:
+    tenant = current_tenant()
+    session_db = db_session()
+    created = None
+    if request.method == "POST":
+        try:
+            if request.form.get("action") == "revoke":
+                services.revoke_client(session_db, _actor(), tenant, request.form.get("client_id", ""))
+                flash("Client revoked; its tokens no longer work.")
+            else:
+                created = services.create_client(session_db, _actor(), tenant, name=request.form.get("name", ""),
+                                                 scopes=request.form.getlist("scopes"))
+        except DomainError as exc:
+            session_db.rollback()
+            flash(exc.message, "error")
+    return render_template("staff/clients.html", clients=services.list_clients(session_db, _actor(), tenant),
+                           catalog=catalog(), created=created)
+
+
+@staff.get("/admin/audit")
+@permission_required(perms.AUDIT_READ)
+def audit_log() -> str:
+    before = _uuid_or_none(request.args.get("before"))
+    entries = services.list_audit(db_session(), _actor(), limit=50, before_id=before)
+    return render_template("staff/audit.html", entries=entries)
+
+
+@staff.before_request
+def _tenant_only() -> None:
+    current_tenant()
+
+
+def register(app: Flask) -> None:
+    app.register_blueprint(health)
+    app.register_blueprint(site)
+    app.register_blueprint(staff)
+    _serve_vendor(app)
+
+
+VENDOR_PACKAGES = {"bootstrap": "bootstrap/dist", "htmx.org": "htmx.org/dist", "swagger-ui-dist": "swagger-ui-dist"}
+
+
+def _serve_vendor(app: Flask) -> None:
+    """Front-end libraries from the npm-installed copy (package.json + lock), never from a CDN."""
+    from flask import send_from_directory
+
+    from core.settings import project_root
+
+    modules = project_root() / "node_modules"
+
+    def vendor(package: str, filename: str) -> Response:
+        base = VENDOR_PACKAGES.get(package)
+        if base is None:
+            abort(404)
+        response = send_from_directory(modules / base, filename, max_age=86400)
+        return response
+
+    app.add_url_rule("/static/vendor/<package>/<path:filename>", "vendor", vendor)
