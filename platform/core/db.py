@@ -105,16 +105,14 @@ class TenantRecord:
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> Engine:
-    url = normalise_url(url)
-    engine = create_engine(
-        url,
+    return create_engine(
+        normalise_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_reset_on_return="rollback",
         echo=echo,
     )
-    return engine
 
 
 def normalise_url(url: str) -> str:

@@ -39,7 +39,7 @@ def pending_sends(session: Session) -> AfterCommit:
     if queue is None:
         queue = AfterCommit()
         session.info["after_commit"] = queue
-    return queue  # type: ignore[no-any-return]
+    return queue
 
 
 def send_after_commit(session: Session, send: Callable[[], Any]) -> None:

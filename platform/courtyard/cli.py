@@ -14,7 +14,7 @@ from flask import Flask
 from flask.cli import ScriptInfo, routes_command
 
 from core.db import make_engine
-from core.errors import ConfigError, DomainError
+from core.errors import ConfigError
 from core.logs import configure_logging
 from core.permissions import Actor
 from core.settings import Settings
@@ -148,7 +148,7 @@ def demo() -> None:
     """Create the demo tenants acme and globex, each with an admin (idempotent)."""
     from tenants import migrator
 
-    engine, settings = _resolved()
+    engine, _ = _resolved()
     migrator.upgrade_shared(engine)
     created = ensure_demo(engine)
     for slug, _name, email in created:
@@ -176,8 +176,8 @@ def up(port: int | None) -> None:
     env = _child_env(settings)
     procs = [
         subprocess.Popen(_gunicorn_argv(settings, f"0.0.0.0:{port}", settings.web_workers), env=env),  # noqa: S603
-        subprocess.Popen([sys.executable, "-m", "courtyard.cli", "worker"], env=env),  # noqa: S603
-        subprocess.Popen([sys.executable, "-m", "courtyard.cli", "beat"], env=env),  # noqa: S603
+        subprocess.Popen([sys.executable, "-m", "courtyard.cli", "worker"], env=env),
+        subprocess.Popen([sys.executable, "-m", "courtyard.cli", "beat"], env=env),
     ]
     base = settings.base_domain
     click.echo(f"""

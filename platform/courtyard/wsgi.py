@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from core.logs import configure_logging
 from courtyard.app import create_app
 from courtyard.celery_app import configure_task_runtime, make_celery
 from courtyard.runtime import resolved_settings
-from core.logs import configure_logging
 
 _settings, _services = resolved_settings()
 configure_logging(json_lines=_settings.log_json)

@@ -75,8 +75,7 @@ class UserItem(MethodView):
     @blp.response(200, schemas.UserOut)
     def get(self, user_id: uuid.UUID) -> Response | User:
         """One user; the ETag carries its version for a later If-Match."""
-        user = services.view_user(db_session(), api_actor(), user_id)
-        return user
+        return services.view_user(db_session(), api_actor(), user_id)
 
     @blp.arguments(schemas.UserUpdate)
     @blp.response(200, schemas.UserOut)

@@ -21,9 +21,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.db import TenantBase, bind_tenant, utcnow
-from core.tenancy import validate_slug
+from core.tenancy import schema_for, validate_slug
 from tenants import services
-from tenants.errors import ArchiveTooNew, InvalidArchive, SlugTaken
+from tenants.errors import ArchiveTooNew, InvalidArchive, SlugTaken, TenantNotFound
 from tenants.migrator import tenant_head, tenant_script
 from tenants.models import Tenant
 
@@ -55,8 +55,8 @@ def export_tenant(engine: Engine, slug: str, path: Path) -> ArchiveSummary:
                 "SELECT id, slug, name, status, schema_revision FROM shared.tenants WHERE slug = %(s)s",
                 {"s": slug}).first()
             if row is None or row.status == "deleted":
-                raise services.TenantNotFound(f"No tenant '{slug}'.")
-            schema = services.schema_for(row.id)
+                raise TenantNotFound(f"No tenant '{slug}'.")
+            schema = schema_for(row.id)
             raw = conn.connection.driver_connection
             entries: list[dict[str, Any]] = []
             counts: dict[str, int] = {}
@@ -70,7 +70,7 @@ def export_tenant(engine: Engine, slug: str, path: Path) -> ArchiveSummary:
                             for chunk in cp:
                                 buf.write(chunk)
                         cur.execute(f'SELECT count(*) FROM "{schema}"."{table.name}"')
-                        n = cur.fetchone()[0]  # type: ignore[index]
+                        n = cur.fetchone()[0]
                     data = buf.getvalue()
                     name = f"data/{table.name}.copy"
                     _add(tar, name, data)
@@ -143,7 +143,7 @@ def check_revision(manifest: dict[str, Any]) -> None:
     script = tenant_script()
     try:
         known = script.get_revision(revision) if isinstance(revision, str) else None
-    except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown id
+    except Exception:
         known = None
     if known is None:
         raise ArchiveTooNew(f"The archive is at schema revision {revision!r}, which this server does not know: "
@@ -188,7 +188,7 @@ def import_tenant(session: Session, path: Path, new_slug: str, *, name: str | No
             except Exception as exc:
                 raise InvalidArchive(f"Table {table.name} could not be restored: {exc}") from None
             cur.execute(f'SELECT count(*) FROM "{bt.schema}"."{table.name}"')
-            n = cur.fetchone()[0]  # type: ignore[index]
+            n = cur.fetchone()[0]
             if n != entry["rows"]:
                 raise InvalidArchive(f"Table {table.name}: {n} rows restored, the manifest says {entry['rows']}.")
             counts[table.name] = n

@@ -137,13 +137,13 @@ def migrate_tenant(engine: Engine, tenant_id: uuid.UUID, slug: str, script: Scri
             duration = int((time.perf_counter() - started) * 1000)
             _record(conn, tenant_id, current, head, "done", None, run_id, duration)
         return TenantResult(tenant_id, slug, from_revision, "done", duration_ms=duration)
-    except Exception as exc:  # noqa: BLE001 - one tenant failing must not stop the fleet
+    except Exception as exc:
         duration = int((time.perf_counter() - started) * 1000)
         error = f"{type(exc).__name__}: {exc}".strip()[:2000]
         try:
             with engine.begin() as conn:
                 _record(conn, tenant_id, from_revision, head, "failed", error, run_id, duration)
-        except Exception:  # noqa: BLE001, S110 - the report below still carries the error
+        except Exception:  # noqa: S110 - the report below still carries the error
             pass
         return TenantResult(tenant_id, slug, from_revision, "failed", error, duration)
 

@@ -69,7 +69,7 @@ class _RevocableToken:
 
 
 class Revocation(RevocationEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")  # noqa: RUF012 - Authlib's API
+    CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> _RevocableToken | None:
         from sqlalchemy import select

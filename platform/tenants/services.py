@@ -336,7 +336,7 @@ def _uid(actor: Actor) -> uuid.UUID | None:
 
 
 def update_user(session: Session, actor: Actor, user_id: uuid.UUID, *, name: str | None = None,
-                role: str | None = None, department_id: uuid.UUID | None | str = "keep",
+                role: str | None = None, department_id: uuid.UUID | str | None = "keep",
                 locale: str | None = None, expected_version: int | None = None) -> User:
     user = get_user(session, user_id)
     self_service = actor.id == user.id and role is None and department_id == "keep"
@@ -606,6 +606,7 @@ def save_department(session: Session, actor: Actor, *, name: str, parent_id: uui
     name = clean_name(name)
     if parent_id is not None:
         get_department(session, parent_id)
+    dept: Department | None
     if department_id is None:
         dept = Department(name=name, parent_id=parent_id, created_by=_uid(actor), updated_by=_uid(actor))
         session.add(dept)

@@ -21,7 +21,7 @@ from tenants.models import Tenant
 log = logging.getLogger(__name__)
 
 
-class TenantGone(Exception):  # noqa: N818 - reads as a state, like Celery's Ignore
+class TenantGone(Exception):
     """The tenant was suspended or deleted after the task was queued: the task does nothing."""
 
 
@@ -68,4 +68,4 @@ def purge_expired_tokens() -> int:
         result = session.execute(text(
             "DELETE FROM shared.oauth_tokens WHERE expires_at < now() - interval '1 day' "
             "OR revoked_at < now() - interval '1 day'"))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return int(result.rowcount)
