@@ -137,7 +137,7 @@ def migrate_tenant(engine: Engine, tenant_id: uuid.UUID, slug: str, script: Scri
             duration = int((time.perf_counter() - started) * 1000)
             _record(conn, tenant_id, current, head, "done", None, run_id, duration)
         return TenantResult(tenant_id, slug, from_revision, "done", duration_ms=duration)
-    except Exception as exc:
+    except Exception as exc:  # one tenant failing must not stop the fleet: record it and go on
         duration = int((time.perf_counter() - started) * 1000)
         error = f"{type(exc).__name__}: {exc}".strip()[:2000]
         try:
