@@ -2,11 +2,16 @@
 
 The catalog is a flat JSON file (``web/i18n/zh.json``) so translators need no tooling; a test checks
 that every message used in templates has a Chinese entry.
+
+Services raise messages with their values already filled in ("The slug 'acme' is already taken."),
+which no exact lookup can find; a catalog key with ``{name}`` placeholders therefore also matches such
+a filled-in message, and the values it captured are themselves looked up ("Invalid slug: {reason}").
 """
 
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,9 +34,47 @@ def catalog(locale: str) -> dict[str, str]:
     return data
 
 
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
+
+
+@lru_cache(maxsize=4)
+def _patterns(locale: str) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """The catalog's keys with placeholders as regexes, the most specific (most literal text) first."""
+    found: list[tuple[int, re.Pattern[str], str]] = []
+    for key, value in catalog(locale).items():
+        pieces = _PLACEHOLDER.split(key)
+        names, literal = pieces[1::2], "".join(pieces[0::2])
+        if not names or len(set(names)) != len(names) or not literal.strip():
+            continue
+        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.+?)" for i, p in enumerate(pieces))
+        found.append((len(literal), re.compile(regex, re.DOTALL), value))
+    found.sort(key=lambda item: -item[0])
+    return tuple((rx, value) for _, rx, value in found)
+
+
+def _filled(locale: str, message: str, depth: int) -> str:
+    table = catalog(locale)
+    exact = table.get(message)
+    if exact is not None or depth == 0:
+        return exact if exact is not None else message
+    for rx, value in _patterns(locale):
+        match = rx.fullmatch(message)
+        if match is None:
+            continue
+        values = {k: _filled(locale, v, depth - 1) for k, v in match.groupdict().items()}
+        try:
+            return value.format(**values)
+        except (KeyError, IndexError, ValueError):
+            return message
+    return message
+
+
 def translate(locale: str, message: str, **params: object) -> str:
-    text = catalog(locale).get(message, message) if locale in LOCALES else message
-    return text.format(**params) if params else text
+    if locale not in LOCALES or locale == "en":
+        return message.format(**params) if params else message
+    if params:
+        return catalog(locale).get(message, message).format(**params)
+    return _filled(locale, message, depth=2)
 
 
 def negotiate(accept_language: str | None, default: str = "en") -> str:

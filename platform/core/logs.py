@@ -13,6 +13,31 @@ tenant_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant"
 task_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
 
 
+_CONTEXT = (("request_id", request_id_var), ("tenant", tenant_var), ("task_id", task_id_var))
+
+
+def stamp_context() -> None:
+    """Copy the request/task context onto each record when it is created (idempotent).
+
+    A handler may format a record later or on another thread (queues, test capture), when the
+    context variables no longer hold the request's values.
+    """
+    current = logging.getLogRecordFactory()
+    if getattr(current, "courtyard", False):
+        return
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        for key, var in _CONTEXT:
+            value = var.get()
+            if value is not None:
+                setattr(record, key, value)
+        return record
+
+    factory.courtyard = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -21,8 +46,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, var in (("request_id", request_id_var), ("tenant", tenant_var), ("task_id", task_id_var)):
-            value = var.get()
+        for key, var in _CONTEXT:
+            value = getattr(record, key, None) or var.get()
             if value is not None:
                 entry[key] = value
         for key, value in getattr(record, "fields", {}).items():
@@ -33,6 +58,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(*, json_lines: bool = True, level: int = logging.INFO) -> None:
+    stamp_context()
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JsonFormatter())

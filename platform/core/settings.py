@@ -94,9 +94,14 @@ class Settings:
             raise ConfigError(msg)
         single = get("SINGLE_TENANT")
         if single is not None:
+            from core.errors import ValidationFailed
             from core.tenancy import validate_slug
 
-            validate_slug(single, check_reserved=False)
+            try:
+                validate_slug(single, check_reserved=False)
+            except ValidationFailed as exc:
+                msg = f"COURTYARD_SINGLE_TENANT is not a valid slug: {exc.message}"
+                raise ConfigError(msg) from None
         secret = get("SECRET_KEY") or _persistent_secret(var_dir)
         kwargs: dict[str, object] = {
             "var_dir": var_dir,

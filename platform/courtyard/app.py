@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
@@ -15,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from core.db import Database, make_engine
 from core.errors import DomainError
 from core.i18n import LOCALE_NAMES, negotiate, translate
+from core.logs import stamp_context
 from core.mail import make_mailer
 from core.ratelimit import RateLimiter
 from core.sessions import RedisSessionInterface
@@ -24,6 +26,7 @@ from tenants import context, oauth, views
 from tenants.context import PathPrefixMiddleware, Runtime
 
 log = logging.getLogger("courtyard")
+request_log = logging.getLogger("courtyard.request")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_PREFIXES = ("/api/", "/oauth/")
 JSON_MIMETYPES = frozenset({"application/json", "application/merge-patch+json"})
@@ -35,6 +38,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     if settings.database_url is None or settings.redis_url is None:
         msg = "create_app needs concrete database and Redis URLs; use courtyard.runtime.resolved_settings()"
         raise ValueError(msg)
+    stamp_context()
     root = project_root()
     app = Flask("courtyard", template_folder=str(root / "web" / "templates"),
                 static_folder=str(root / "web" / "static"), static_url_path="/static")
@@ -75,8 +79,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
                                                   secure=settings.secure_cookies)
     app.wsgi_app = PathPrefixMiddleware(app.wsgi_app)  # type: ignore[method-assign]
 
+    app.before_request(_start_clock)
     app.before_request(context.resolve_tenant)
     app.before_request(_guard_input)
+    # after_request functions run in reverse order: headers, then the commit, then the log line
+    # (so the logged status is the one sent, even when the commit fails).
+    app.after_request(_log_request)
     app.after_request(context.finish_request)
     app.after_request(_security_headers)
     app.teardown_request(context.teardown)
@@ -113,6 +121,21 @@ def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
+
+
+def _log_request(response: Response) -> Response:
+    """One JSON line per request; request_id and tenant come from the logging context."""
+    started = g.get("started")
+    fields: dict[str, Any] = {"method": request.method, "path": request.full_path.rstrip("?"),
+                              "status": response.status_code}
+    if started is not None:
+        fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
+    request_log.info("request", extra={"fields": fields})
+    return response
+
+
+def _start_clock() -> None:
+    g.started = time.perf_counter()
 
 
 def wants_json() -> bool:

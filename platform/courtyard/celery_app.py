@@ -51,7 +51,7 @@ def configure_task_runtime(settings: Settings, db: Database | None = None) -> No
 
 
 def worker_app() -> Celery:
-    """The app `celery -A courtyard.celery_app:worker_app` loads inside `courtyard worker`/`beat`."""
+    """The app `courtyard worker` and `courtyard beat` run (through courtyard.worker)."""
     from courtyard.runtime import resolved_settings
 
     settings, _services = resolved_settings()

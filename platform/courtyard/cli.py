@@ -93,7 +93,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 def _gunicorn_argv(settings: Settings, bind: str, workers: int) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "courtyard.wsgi:app", "--bind", bind, "--workers", str(workers),
-            "--worker-class", "gthread", "--threads", "4", "--access-logfile", "-", "--graceful-timeout", "10",
+            "--worker-class", "gthread", "--threads", "4", "--graceful-timeout", "10",
             "--forwarded-allow-ips", "127.0.0.1"]
 
 
@@ -112,7 +112,7 @@ def serve(bind: str | None, workers: int | None) -> None:
 def worker(concurrency: int) -> None:
     """Run a Celery worker for background tasks (mail, later CRM jobs)."""
     _engine, settings = _resolved()
-    argv = [sys.executable, "-m", "celery", "-A", "courtyard.celery_app:worker_app", "worker",
+    argv = [sys.executable, "-m", "celery", "-A", "courtyard.worker", "worker",
             "--loglevel", "INFO", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"]
     sys.exit(subprocess.call(argv, env=_child_env(settings)))  # noqa: S603
 
@@ -122,7 +122,7 @@ def beat() -> None:
     """Run Celery beat (periodic tasks); its schedule file lives under var/."""
     _engine, settings = _resolved()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "celery", "-A", "courtyard.celery_app:worker_app", "beat", "--loglevel", "INFO",
+    argv = [sys.executable, "-m", "celery", "-A", "courtyard.worker", "beat", "--loglevel", "INFO",
             "--schedule", str(settings.var_dir / "celerybeat-schedule")]
     sys.exit(subprocess.call(argv, env=_child_env(settings)))  # noqa: S603
 

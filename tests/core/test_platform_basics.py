@@ -1,0 +1,97 @@
+"""Settings, logging, tasks-after-commit and the stdlib `platform` module: the core's promises."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import platform
+
+import pytest
+
+from core.errors import ConfigError
+from core.logs import JsonFormatter
+from core.settings import Settings
+from core.tasks import send_after_commit
+from tests.conftest import host, sign_in
+
+
+def test_import_platform_is_the_standard_library():
+    # platform/ is a source root, not a package: the stdlib module must win.
+    assert callable(platform.system)
+    assert platform.system()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"COURTYARD_DATABASE_URL": "mysql://x"}, "postgresql://"),
+    ({"COURTYARD_REDIS_URL": "http://x"}, "redis://"),
+    ({"COURTYARD_PORT": "eighty"}, "integer"),
+    ({"COURTYARD_SECURE_COOKIES": "maybe"}, "boolean"),
+    ({"COURTYARD_SINGLE_TENANT": "Bad Slug"}, "slug"),
+    ({"COURTYARD_DEFAULT_LOCALE": "fr"}, "'en' or 'zh'"),
+])
+def test_settings_reject_bad_values_precisely(env, message, tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), **env})
+
+
+def test_settings_defaults_are_embedded(tmp_path):
+    settings = Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path)})
+    assert settings.embedded
+    assert settings.secret_key, "a persistent development secret is generated under var/"
+    again = Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path)})
+    assert again.secret_key == settings.secret_key
+
+
+def test_settings_read_external_servers(tmp_path):
+    settings = Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path),
+                                  "COURTYARD_DATABASE_URL": "postgresql://u@db/courtyard",
+                                  "COURTYARD_REDIS_URL": "redis://cache:6379/0",
+                                  "COURTYARD_SINGLE_TENANT": "acme"})
+    assert not settings.embedded
+    assert settings.single_tenant == "acme"
+
+
+def test_request_logs_are_json_lines_with_request_id_and_tenant(client, tenant, caplog):
+    caplog.set_level(logging.INFO, logger="courtyard.request")
+    response = client.get("/sign-in", headers={**host("acme"), "X-Request-ID": "req-123"})
+    assert response.headers["X-Request-ID"] == "req-123"
+    records = [r for r in caplog.records if r.name == "courtyard.request"]
+    assert records, "every request writes one log line"
+    line = json.loads(JsonFormatter().format(records[-1]))
+    assert line["request_id"] == "req-123"
+    assert line["tenant"] == "acme"
+    assert line["status"] == 200
+    assert line["path"] == "/sign-in"
+
+
+def test_tasks_are_sent_only_after_commit(db):
+    sent: list[str] = []
+
+    def failing_unit() -> None:
+        with db.transaction() as s:
+            send_after_commit(s, lambda: sent.append("rolled back"))
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        failing_unit()
+    assert sent == []
+    with db.transaction() as s:
+        send_after_commit(s, lambda: sent.append("committed"))
+        assert sent == [], "nothing leaves before the commit"
+    assert sent == ["committed"]
+
+
+def test_single_tenant_mode_serves_one_tenant_at_the_root(app, db, tenant, settings):
+    runtime = app.extensions["courtyard"]
+    previous = runtime.settings
+    runtime.settings = settings.with_overrides(single_tenant="acme")
+    try:
+        client = app.test_client()
+        page = client.get("/sign-in", headers={"Host": "192.168.1.20:8000"})
+        assert page.status_code == 200
+        assert "Acme" in page.get_data(as_text=True)
+        assert client.get("/signup", headers={"Host": "192.168.1.20:8000"}).status_code == 404
+        assert sign_in(client, "acme").status_code == 302
+    finally:
+        runtime.settings = previous
