@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +34,26 @@ def _int(name: str, raw: str, minimum: int = 0) -> int:
         msg = f"{name} must be at least {minimum}, got {value}"
         raise ConfigError(msg)
     return value
+
+
+def _locale(name: str, raw: str) -> str:
+    if raw not in ("en", "zh"):
+        msg = f"{name} must be 'en' or 'zh', got {raw!r}"
+        raise ConfigError(msg)
+    return raw
+
+
+#: Optional settings and how each is parsed; the field name upper-cased is the variable's suffix.
+_OPTIONAL: dict[str, Callable[[str, str], object]] = {
+    "port": lambda n, v: _int(n, v, 1),
+    "secure_cookies": _bool,
+    "mail_from": lambda _n, v: v,
+    "max_body_bytes": lambda n, v: _int(n, v, 1024),
+    "signup_limit_per_hour": lambda n, v: _int(n, v, 1),
+    "web_workers": lambda n, v: _int(n, v, 1),
+    "log_json": _bool,
+    "default_locale": _locale,
+}
 
 
 def project_root() -> Path:
@@ -112,25 +133,10 @@ class Settings:
             "single_tenant": single,
             "smtp_url": get("SMTP_URL"),
         }
-        if (v := get("PORT")) is not None:
-            kwargs["port"] = _int("COURTYARD_PORT", v, 1)
-        if (v := get("SECURE_COOKIES")) is not None:
-            kwargs["secure_cookies"] = _bool("COURTYARD_SECURE_COOKIES", v)
-        if (v := get("MAIL_FROM")) is not None:
-            kwargs["mail_from"] = v
-        if (v := get("MAX_BODY_BYTES")) is not None:
-            kwargs["max_body_bytes"] = _int("COURTYARD_MAX_BODY_BYTES", v, 1024)
-        if (v := get("SIGNUP_LIMIT_PER_HOUR")) is not None:
-            kwargs["signup_limit_per_hour"] = _int("COURTYARD_SIGNUP_LIMIT_PER_HOUR", v, 1)
-        if (v := get("WEB_WORKERS")) is not None:
-            kwargs["web_workers"] = _int("COURTYARD_WEB_WORKERS", v, 1)
-        if (v := get("LOG_JSON")) is not None:
-            kwargs["log_json"] = _bool("COURTYARD_LOG_JSON", v)
-        if (v := get("DEFAULT_LOCALE")) is not None:
-            if v not in ("en", "zh"):
-                msg = f"COURTYARD_DEFAULT_LOCALE must be 'en' or 'zh', got {v!r}"
-                raise ConfigError(msg)
-            kwargs["default_locale"] = v
+        for field_name, parse in _OPTIONAL.items():
+            raw = get(field_name.upper())
+            if raw is not None:
+                kwargs[field_name] = parse(f"COURTYARD_{field_name.upper()}", raw)
         return cls(**kwargs)  # type: ignore[arg-type]
 
 

@@ -9,15 +9,19 @@ picks it up again.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from alembic import command
+from alembic import op as alembic_op
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
@@ -56,6 +60,40 @@ def tenant_head(script: ScriptDirectory | None = None) -> str:
         msg = "The tenant migration tree has no head revision"
         raise RuntimeError(msg)
     return head
+
+
+_worker = threading.local()
+_proxy_lock = threading.Lock()
+
+
+class _PerThreadOperations:
+    """What ``alembic.op`` calls while tenants migrate in parallel: the calling thread's Operations.
+
+    ``Operations.context()`` installs one instance as a module-global proxy (and removes it on exit), so
+    with several workers a revision's ``op.add_column`` would run on another thread's connection.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        operations = getattr(_worker, "operations", None)
+        if operations is None:
+            msg = f"alembic.op.{name} was called outside a tenant migration"
+            raise NameError(msg)
+        return getattr(operations, name)
+
+
+_PER_THREAD = _PerThreadOperations()
+
+
+@contextmanager
+def _thread_operations(context: MigrationContext) -> Iterator[Operations]:
+    operations = Operations(context)
+    with _proxy_lock:
+        vars(alembic_op)["_proxy"] = _PER_THREAD
+    _worker.operations = operations
+    try:
+        yield operations
+    finally:
+        _worker.operations = None
 
 
 def upgrade_shared(engine: Engine) -> None:
@@ -128,7 +166,7 @@ def migrate_tenant(engine: Engine, tenant_id: uuid.UUID, slug: str, script: Scri
             # SET LOCAL ends with the transaction, so the pooled connection keeps no tenant state.
             conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
             context = MigrationContext.configure(connection=conn)
-            with Operations.context(context):
+            with _thread_operations(context):
                 for step in steps:
                     step.module.upgrade()  # type: ignore[attr-defined]
             conn.exec_driver_sql(f'UPDATE "{schema}".alembic_version SET version_num = %(head)s', {"head": head})

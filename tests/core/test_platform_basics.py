@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import platform
+import re
 
 import pytest
 
