@@ -63,5 +63,12 @@ class TenantUnavailable(DomainError):
     code = "tenant_suspended"
 
 
+class TenantGoneError(TenantUnavailable):
+    """The tenant was deleted: its address answers 410 Gone, and nothing of it remains."""
+
+    status = 410
+    code = "tenant_deleted"
+
+
 class TenantNotBound(CourtyardError):
     """Tenant data was touched through a session bound to no tenant: a programming error, fail closed."""

@@ -48,11 +48,11 @@ def _resolved() -> tuple[Any, Settings]:
 _HANDLES: list[Any] = []
 
 
-def _create_app() -> Flask:
+def _create_app(runtime: CliRuntime) -> Flask:
     from courtyard.app import create_app
 
-    engine, settings = _resolved()
-    return create_app(settings, engine=engine)
+    engine = runtime.engine
+    return create_app(runtime.settings, engine=engine)
 
 
 @click.group()
@@ -64,7 +64,9 @@ def main(ctx: click.Context) -> None:
     under var/ as needed.
     """
     # ctx.meta is shared by every context of this invocation: sub-commands find the runtime there.
-    ctx.meta["courtyard_runtime"] = CliRuntime(_resolved)
+    runtime = CliRuntime(_resolved)
+    ctx.meta["courtyard_runtime"] = runtime
+    ctx.call_on_close(runtime.close)
 
 
 for command in COMMANDS:
@@ -77,7 +79,8 @@ for command in COMMANDS:
 @click.option("--all-methods", is_flag=True, help="Show HEAD and OPTIONS too.")
 def routes(sort: str, all_methods: bool) -> None:
     """Print the URL map, as Flask's `routes` command prints it."""
-    info = ScriptInfo(create_app=_create_app, set_debug_flag=False, load_dotenv_defaults=False)
+    runtime: CliRuntime = click.get_current_context().meta["courtyard_runtime"]
+    info = ScriptInfo(create_app=lambda: _create_app(runtime), set_debug_flag=False, load_dotenv_defaults=False)
     with click.Context(routes_command, obj=info) as ctx:
         ctx.invoke(routes_command, sort=sort, all_methods=all_methods)
 

@@ -38,6 +38,12 @@ class CliRuntime:
     def db(self) -> Database:
         return Database(self.engine)
 
+    def close(self) -> None:
+        """Return the connections when the command ends (it also runs in-process, e.g. in tests)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
 
 def _rt() -> CliRuntime:
     runtime: CliRuntime = click.get_current_context().meta["courtyard_runtime"]

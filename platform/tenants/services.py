@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.db import CourtyardSession, TenantBase, bind_tenant, tenant_options, utcnow
-from core.errors import Conflict, NotFound, PermissionDenied, TenantUnavailable, ValidationFailed
+from core.errors import Conflict, NotFound, PermissionDenied, TenantGoneError, TenantUnavailable, ValidationFailed
 from core.permissions import Actor, all_names, known
 from core.security import digest, hash_password, new_secret, password_problem, verify_password
 from core.tenancy import BoundTenant, schema_for, validate_slug
@@ -137,7 +137,7 @@ def usable(tenant: Tenant | None) -> BoundTenant:
     if tenant.status == "suspended":
         raise TenantUnavailable("This workspace is suspended. Contact your administrator.")
     if tenant.status == "deleted":
-        raise TenantUnavailable("This workspace has been deleted.", code="tenant_deleted")
+        raise TenantGoneError("This workspace has been deleted.")
     return bound(tenant)
 
 
