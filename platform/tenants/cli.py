@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from core.db import Database, bind_tenant
 from core.errors import CourtyardError, DomainError
+from core.mail import Mail, make_mailer
 from core.permissions import Actor, all_names
 from tenants import archive, migrator, services
 
@@ -235,8 +236,16 @@ def users_create(slug: str, email: str, role: str, name: str | None, password: s
             click.echo(f"Created {user.email} ({role}) in {slug}.")
         else:
             invitation, token = services.invite(session, actor, email=email, role=role, name=name or "")
-            click.echo(f"Invited {invitation.email} ({role}) to {slug}. Accept link (valid 7 days):")
-            click.echo(f"  /invitation/{token.secret}  (on the tenant's site)")
+            address = invitation.email
+    if not password:
+        settings = _rt().settings
+        link = f"http://{slug}.{settings.base_domain}:{settings.port}/invitation/{token.secret}"
+        if settings.single_tenant:
+            link = f"http://{settings.base_domain}:{settings.port}/invitation/{token.secret}"
+        where = make_mailer(settings.smtp_url, settings.outbox_dir, settings.mail_from).send(Mail(
+            to=address, subject=f"You are invited to {tenant.name} on Courtyard",
+            text=f"You are invited to {tenant.name}.\n\nAccept within 7 days:\n\n{link}\n"))
+        click.echo(f"Invited {address} ({role}) to {slug}; mail sent to {where}.\nAccept link (valid 7 days): {link}")
 
 
 @click.group()

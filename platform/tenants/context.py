@@ -70,6 +70,9 @@ class PathPrefixMiddleware:
 
 
 def requested_slug(req: WzRequest, settings: Settings) -> str | None:
+    if settings.single_tenant:
+        # An intranet install serves its one company whatever name or IP it is reached by.
+        return settings.single_tenant
     slug = req.environ.get(PATH_PREFIX_KEY)
     if slug:
         return str(slug)
