@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Response, request
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint, Page
 
@@ -73,13 +73,14 @@ class Users(MethodView):
 @blp.route("/users/<uuid:user_id>")
 class UserItem(MethodView):
     @blp.response(200, schemas.UserOut)
-    def get(self, user_id: uuid.UUID) -> Response | User:
+    def get(self, user_id: uuid.UUID) -> tuple[User, int, dict[str, str]]:
         """One user; the ETag carries its version for a later If-Match."""
-        return services.view_user(db_session(), api_actor(), user_id)
+        user = services.view_user(db_session(), api_actor(), user_id)
+        return user, 200, {"ETag": _etag(user.version)}
 
     @blp.arguments(schemas.UserUpdate)
     @blp.response(200, schemas.UserOut)
-    def patch(self, data: dict[str, Any], user_id: uuid.UUID) -> User:
+    def patch(self, data: dict[str, Any], user_id: uuid.UUID) -> tuple[User, int, dict[str, str]]:
         """Change a user's name, role, department, language or active flag (If-Match supported)."""
         actor = api_actor()
         session = db_session()
@@ -90,7 +91,8 @@ class UserItem(MethodView):
         user = services.update_user(session, actor, user_id, expected_version=_expected_version(), **kwargs)
         if active is not None:
             user = services.set_active(session, actor, user_id, active)
-        return user
+        session.flush()
+        return user, 200, {"ETag": _etag(user.version)}
 
 
 @blp.route("/roles")
@@ -181,15 +183,6 @@ class ClientItem(MethodView):
     def delete(self, client_id: str) -> None:
         """Revoke a client and every token it holds."""
         services.revoke_client(db_session(), api_actor(), current_tenant(), client_id)
-
-
-@blp.after_request
-def _etag_header(response: Response) -> Response:
-    if request.method in ("GET", "PATCH") and response.status_code == 200 and response.is_json:
-        body = response.get_json(silent=True)
-        if isinstance(body, dict) and isinstance(body.get("version"), int):
-            response.headers["ETag"] = _etag(body["version"])
-    return response
 
 
 def register(api: Api) -> None:
