@@ -51,6 +51,7 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "max_body_bytes": lambda n, v: _int(n, v, 1024),
     "signup_limit_per_hour": lambda n, v: _int(n, v, 1),
     "web_workers": lambda n, v: _int(n, v, 1),
+    "proxy_hops": lambda n, v: _int(n, v, 0),
     "log_json": _bool,
     "default_locale": _locale,
 }
@@ -81,6 +82,8 @@ class Settings:
     token_ttl_s: int = 3600
     default_locale: str = "en"
     web_workers: int = 2
+    #: Reverse proxies in front of the app whose X-Forwarded-* headers are trusted (0: none).
+    proxy_hops: int = 0
     log_json: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 

@@ -78,6 +78,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     app.session_interface = RedisSessionInterface(redis_client, ttl_s=settings.session_ttl_s,
                                                   secure=settings.secure_cookies)
     app.wsgi_app = PathPrefixMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    if settings.proxy_hops:
+        # Behind a load balancer the client's address (rate limits, audit) and scheme come from
+        # X-Forwarded-*; trust exactly as many hops as configured, never more.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
     app.before_request(_start_clock)
     app.before_request(context.resolve_tenant)
