@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
 from sqlalchemy.orm.session import ORMExecuteState
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.expression import TableClause
 
 from core.errors import TenantNotBound
 from core.tenancy import PLACEHOLDER_SCHEMA, SHARED_SCHEMA, BoundTenant
@@ -149,7 +151,13 @@ def _is_tenant_mapper(mapper: Any) -> bool:
 def _fail_closed_on_query(state: ORMExecuteState) -> None:
     # Defence in depth: the placeholder schema does not exist, so the database would refuse anyway;
     # raising here gives a clear error and never sends the statement.
-    if state.session.info.get("tenant") is None and any(_is_tenant_mapper(m) for m in state.all_mappers):
+    if state.session.info.get("tenant") is not None:
+        return
+    # all_mappers names only the selected entities: a count over a tenant table, a subquery or a bulk
+    # UPDATE/DELETE names its tables elsewhere in the statement.
+    if any(_is_tenant_mapper(m) for m in state.all_mappers) or any(
+            isinstance(el, TableClause) and el.schema == PLACEHOLDER_SCHEMA
+            for el in visitors.iterate(state.statement)):  # type: ignore[arg-type]
         msg = "Tenant data queried through a session bound to no tenant."
         raise TenantNotBound(msg)
 

@@ -8,12 +8,13 @@ from typing import Any
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint, Page
+from sqlalchemy import select
 
 from core.errors import DomainError, NotFound
 from tenants import schemas, services
 from tenants.context import api_actor, current_tenant, current_user, db_session
-from tenants.models import Department, User
-from tenants.permissions import CLIENTS_MANAGE, USERS_READ
+from tenants.models import Department, Role, User
+from tenants.permissions import CLIENTS_MANAGE, ROLES_MANAGE, USERS_READ
 
 blp = Blueprint("identity", __name__, url_prefix="/api/v1", description="Staff identity and access")
 
@@ -110,7 +111,12 @@ class RolePermissions(MethodView):
     @blp.response(200, schemas.RoleOut)
     def put(self, data: dict[str, Any], key: str) -> Any:
         """Replace the functions a role may use (the admin role always has all)."""
-        return services.set_role_permissions(db_session(), api_actor(), key, data["permissions"])
+        session, actor = db_session(), api_actor()
+        services.require(actor, ROLES_MANAGE)
+        # The role is the resource of this URL: a missing one (or another tenant's) is a 404, not a 422.
+        if session.scalar(select(Role.id).where(Role.key == key)) is None:
+            raise NotFound("No such role.")
+        return services.set_role_permissions(session, actor, key, data["permissions"])
 
 
 @blp.route("/departments")

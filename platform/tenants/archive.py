@@ -13,6 +13,7 @@ import json
 import os
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,18 +105,12 @@ def read_archive(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise InvalidArchive(f"No such file: {path}") from None
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise InvalidArchive(f"{path} is not a Courtyard tenant archive (unreadable: {exc}).") from None
-    files: dict[str, bytes] = {}
     try:
         with tar:
-            for member in tar:
-                if not member.isfile() or member.name.startswith("/") or ".." in member.name:
-                    raise InvalidArchive(f"Unexpected entry in archive: {member.name!r}.")
-                handle = tar.extractfile(member)
-                assert handle is not None
-                files[member.name] = handle.read()
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            files = _members(tar)
+    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise InvalidArchive(f"The archive is damaged: {exc}.") from None
     raw_manifest = files.get(MANIFEST)
     if raw_manifest is None or len(raw_manifest) > MAX_MANIFEST_BYTES:
@@ -129,13 +124,40 @@ def read_archive(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArchiveTooNew(f"Archive format {manifest.get('format_version')} is not supported "
                             f"(this server reads format {FORMAT_VERSION}).")
-    for entry in manifest.get("tables", []):
-        data = files.get(entry.get("file", ""))
+    if not _well_formed(manifest):
+        raise InvalidArchive("The archive's manifest.json is incomplete (tenant or tables malformed).")
+    for entry in manifest["tables"]:
+        data = files.get(entry["file"])
         if data is None:
             raise InvalidArchive(f"The archive is damaged: {entry.get('file')} is missing.")
         if hashlib.sha256(data).hexdigest() != entry.get("sha256") or len(data) != entry.get("bytes"):
             raise InvalidArchive(f"The archive is damaged: checksum mismatch in {entry.get('file')}.")
     return manifest, files
+
+
+def _members(tar: tarfile.TarFile) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for member in tar:
+        if not member.isfile() or member.name.startswith("/") or ".." in member.name:
+            raise InvalidArchive(f"Unexpected entry in archive: {member.name!r}.")
+        handle = tar.extractfile(member)
+        assert handle is not None
+        files[member.name] = handle.read()
+    # The tar reader stops at the end-of-archive marker; reading the compressed stream to its end
+    # makes gzip check its CRC and length, so a damaged or cut-off tail is noticed too.
+    assert tar.fileobj is not None
+    while tar.fileobj.read(1 << 16):
+        pass
+    return files
+
+
+def _well_formed(manifest: dict[str, Any]) -> bool:
+    """The manifest has the fields import reads, with their types (so a bad one is refused, not a crash)."""
+    tables, tenant = manifest.get("tables"), manifest.get("tenant")
+    return (isinstance(tables, list) and isinstance(tenant, dict) and isinstance(tenant.get("name"), str)
+            and all(isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("file"), str)
+                    and isinstance(e.get("rows"), int) and isinstance(e.get("columns"), list)
+                    and all(isinstance(c, str) for c in e["columns"]) for e in tables))
 
 
 def check_revision(manifest: dict[str, Any]) -> None:

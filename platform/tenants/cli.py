@@ -229,7 +229,7 @@ def users_create(slug: str, email: str, role: str, name: str | None, password: s
     """Create a user in a tenant (or invite them when no password is given)."""
     actor = Actor.system("cli")
     with _rt().db.transaction() as session:
-        tenant = services.usable(services.find_tenant(session, slug))
+        tenant = services.usable(services.get_tenant(session, slug))
         bind_tenant(session, tenant)
         if password:
             user = services.create_user(session, actor, email=email, name=name, role=role, password=password)
@@ -263,7 +263,7 @@ def clients_create(slug: str, scopes: str | None, name: str, as_json: bool) -> N
     """Create an OAuth client for the client-credentials grant; the secret is shown only now."""
     wanted = sorted(all_names()) if not scopes else [s for s in scopes.replace(",", " ").split() if s]
     with _rt().db.transaction() as session:
-        tenant = services.usable(services.find_tenant(session, slug))
+        tenant = services.usable(services.get_tenant(session, slug))
         new = services.create_client(session, Actor.system("cli"), tenant, name=name, scopes=wanted)
         client_id, secret, granted = new.client.client_id, new.secret, new.client.scopes
     if as_json:
@@ -279,7 +279,7 @@ def clients_create(slug: str, scopes: str | None, name: str, as_json: bool) -> N
 def clients_revoke(slug: str, client_id: str) -> None:
     """Revoke a client and all its tokens."""
     with _rt().db.transaction() as session:
-        tenant = services.usable(services.find_tenant(session, slug))
+        tenant = services.usable(services.get_tenant(session, slug))
         services.revoke_client(session, Actor.system("cli"), tenant, client_id)
     click.echo(f"Revoked {client_id}.")
 

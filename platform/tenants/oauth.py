@@ -11,12 +11,14 @@ import datetime as dt
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc7009 import RevocationEndpoint
-from flask import Flask, Response, g
+from flask import Flask, Request, Response, g, request
 
 from core.db import utcnow
+from core.errors import DomainError
 from core.security import digest, same
 from tenants import services
 from tenants.context import current_tenant, db_session, runtime
@@ -82,6 +84,30 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
         services.revoke_token(db_session(), current_tenant(), token.secret)
 
 
+class _AsHttps:
+    """The Flask request with its URL seen as https, for Authlib's transport check only."""
+
+    def __init__(self, req: Request) -> None:
+        self._req = req
+        self.url = "https://" + req.url.partition("://")[2]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._req, name)
+
+
+class _Server(AuthorizationServer):  # type: ignore[misc]
+    """Authlib raises on plain HTTP (a 500) unless the host is exactly ``localhost``, which refuses
+    ``http://acme.localhost`` and intranet hosts alike. Transport is the deployment's call: a TLS site
+    (COURTYARD_SECURE_COOKIES) answers plain HTTP with a 400, any other serves it."""
+
+    def create_oauth2_request(self, req: Any) -> FlaskOAuth2Request:
+        if request.is_secure:
+            return FlaskOAuth2Request(request)
+        if runtime().settings.secure_cookies:
+            raise DomainError("Request tokens over HTTPS.", code="insecure_transport")
+        return FlaskOAuth2Request(_AsHttps(request))
+
+
 def _query_client(client_id: str) -> Client | None:
     tenant = current_tenant()
     row = services.find_client(db_session(), client_id)
@@ -104,7 +130,7 @@ def _save_token(token: dict[str, Any], request: Any) -> None:
 
 def register(app: Flask) -> None:
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"client_credentials": runtime(app).settings.token_ttl_s})
-    server = AuthorizationServer(app, query_client=_query_client, save_token=_save_token)
+    server = _Server(app, query_client=_query_client, save_token=_save_token)
     server.register_grant(ClientCredentialsGrant)
     server.register_endpoint(Revocation)
     ClientCredentialsGrant.TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]

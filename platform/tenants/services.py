@@ -219,6 +219,10 @@ def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_ema
 
 def rename_tenant(session: Session, slug: str, new_slug: str) -> Tenant:
     tenant = get_tenant(session, slug)
+    if tenant.status == "deleted":
+        # The tombstone keeps its slug reserved; moving it would free the old URLs for someone else.
+        msg = f"Tenant '{slug}' is deleted; it cannot be renamed."
+        raise Conflict(msg)
     new_slug = validate_slug(new_slug)
     if find_tenant(session, new_slug) is not None:
         msg = f"The slug '{new_slug}' is already taken."
@@ -606,6 +610,14 @@ def save_department(session: Session, actor: Actor, *, name: str, parent_id: uui
     name = clean_name(name)
     if parent_id is not None:
         get_department(session, parent_id)
+    else:
+        # (parent_id, name) is unique, but PostgreSQL treats NULLs as distinct: the top level is checked here.
+        stmt = select(Department.id).where(Department.parent_id.is_(None), Department.name == name)
+        if department_id is not None:
+            stmt = stmt.where(Department.id != department_id)
+        if session.scalar(stmt.limit(1)) is not None:
+            msg = f"A department named '{name}' already exists there."
+            raise Conflict(msg, field_errors={"name": ["Already exists at this level."]})
     dept: Department | None
     if department_id is None:
         dept = Department(name=name, parent_id=parent_id, created_by=_uid(actor), updated_by=_uid(actor))
