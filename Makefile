@@ -22,7 +22,7 @@ node_modules/.installed: package.json package-lock.json
 
 /usr/bin/chromium:
 	$(SUDO) apt-get update -qq
-	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
 
 /usr/bin/wrk:
 	$(SUDO) apt-get update -qq

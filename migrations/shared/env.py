@@ -8,6 +8,10 @@ VERSION_SCHEMA = "shared"
 
 
 def run(connection):
+    # On Citus with schema-based sharding, every new schema becomes a distributed tenant schema; the
+    # control plane must stay a regular schema on the coordinator.
+    if connection.execute(text("SELECT current_setting('citus.enable_schema_based_sharding', true)")).scalar():
+        connection.execute(text("SET LOCAL citus.enable_schema_based_sharding TO off"))
     connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {VERSION_SCHEMA}"))
     context.configure(connection=connection, version_table_schema=VERSION_SCHEMA,
                       include_schemas=True, transaction_per_migration=False)

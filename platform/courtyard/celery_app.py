@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_process_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
 from core.db import Database, make_engine
 from core.logs import configure_logging, task_id_var
@@ -27,6 +27,8 @@ def make_celery(settings: Settings, *, eager: bool = False) -> Celery:
         task_acks_late=True,              # a task killed mid-run is delivered again
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Courtyard configures logging itself (JSON lines with task_id and tenant).
+        worker_hijack_root_logger=False,
         task_serializer="json",
         accept_content=["json"],
         result_expires=3600,
@@ -57,6 +59,11 @@ def worker_app() -> Celery:
     settings, _services = resolved_settings()
     configure_logging(json_lines=settings.log_json)
     app = make_celery(settings)
+
+    @setup_logging.connect
+    def _logging(**_: Any) -> None:
+        # Connecting this signal stops Celery from replacing our handlers with its own format.
+        configure_logging(json_lines=settings.log_json)
 
     @worker_process_init.connect
     def _init(**_: Any) -> None:

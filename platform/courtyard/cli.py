@@ -94,6 +94,23 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _run_child(argv: list[str], settings: Settings) -> int:
+    """Run a server process in the foreground and pass SIGTERM/SIGINT on to it.
+
+    Exiting normally (not by the default SIGTERM action) lets this process release the embedded
+    servers it started, so stopping `courtyard worker` stops its PostgreSQL too when it is the last user.
+    """
+    child = subprocess.Popen(argv, env=_child_env(settings))  # noqa: S603
+
+    def forward(signum: int, _frame: Any) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return child.wait()
+
+
 def _gunicorn_argv(settings: Settings, bind: str, workers: int) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "courtyard.wsgi:app", "--bind", bind, "--workers", str(workers),
             "--worker-class", "gthread", "--threads", "4", "--graceful-timeout", "10",
@@ -107,7 +124,7 @@ def serve(bind: str | None, workers: int | None) -> None:
     """Serve the web app and API with gunicorn."""
     _engine, settings = _resolved()
     argv = _gunicorn_argv(settings, bind or f"0.0.0.0:{settings.port}", workers or settings.web_workers)
-    sys.exit(subprocess.call(argv, env=_child_env(settings)))  # noqa: S603
+    sys.exit(_run_child(argv, settings))
 
 
 @main.command()
@@ -117,7 +134,7 @@ def worker(concurrency: int) -> None:
     _engine, settings = _resolved()
     argv = [sys.executable, "-m", "celery", "-A", "courtyard.worker", "worker",
             "--loglevel", "INFO", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"]
-    sys.exit(subprocess.call(argv, env=_child_env(settings)))  # noqa: S603
+    sys.exit(_run_child(argv, settings))
 
 
 @main.command()
@@ -127,7 +144,7 @@ def beat() -> None:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "celery", "-A", "courtyard.worker", "beat", "--loglevel", "INFO",
             "--schedule", str(settings.var_dir / "celerybeat-schedule")]
-    sys.exit(subprocess.call(argv, env=_child_env(settings)))  # noqa: S603
+    sys.exit(_run_child(argv, settings))
 
 
 def ensure_demo(engine: Any) -> list[tuple[str, str, str]]:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Engine
 
-from core.db import Database, bind_tenant
+from core.db import Database, bind_tenant, make_engine
 from core.errors import CourtyardError, DomainError
 from core.mail import Mail, make_mailer
 from core.permissions import Actor, all_names
@@ -191,7 +191,10 @@ def tenants_import(file: Path, new_slug: str, name: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def migrate(workers: int, only: tuple[str, ...], as_json: bool) -> None:
     """Migrate the shared schema, then every tenant schema in parallel; resumable, per-tenant results."""
-    engine = _rt().engine
+    # A pool as large as the worker count: a thread waiting for a connection would time out and be
+    # recorded as a failed tenant.
+    engine = make_engine(_rt().engine.url.render_as_string(hide_password=False), pool_size=workers + 1,
+                         max_overflow=2)
     migrator.upgrade_shared(engine)
 
     def progress(result: migrator.TenantResult) -> None:

@@ -1,7 +1,8 @@
 """The request side of tenancy: resolve the tenant once, bind one session, know who is acting.
 
-Resolution order (DESIGN rule 3): the ``/t/<slug>/`` prefix, then the host's sub-domain, then the
-single-tenant setting. The public site (sign-up) is what remains. Staff pages and the API call
+Resolution (DESIGN rule 3): in single-tenant (intranet) mode always the configured tenant; otherwise
+the ``/t/<slug>/`` prefix, then the host's sub-domain. The public site (sign-up) is what remains.
+Health probes are answered without resolving any tenant. Staff pages and the API call
 :func:`current_tenant`, which answers 404 on the public site.
 """
 
@@ -31,6 +32,8 @@ from tenants.models import User
 
 F = TypeVar("F", bound=Callable[..., Any])
 PATH_PREFIX_KEY = "courtyard.path_slug"
+#: Answered the same on every host, before (and without) any tenant lookup.
+TENANTLESS_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "static", "vendor"})
 
 
 @dataclass(slots=True)
@@ -100,6 +103,8 @@ def resolve_tenant() -> None:
     g.actor = None
     g.user = None
     tenant_var.set(None)
+    if request.endpoint in TENANTLESS_ENDPOINTS:
+        return
     slug = requested_slug(request, rt.settings)
     if slug is None:
         return

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import SharedBase, TenantBase, TenantRecord, utcnow, uuid7, uuid_pk
+from core.permissions import all_names, known
 
 # --------------------------------------------------------------------------- control plane
 
@@ -95,6 +96,13 @@ class Role(TenantRecord, TenantBase):
     permissions: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
     builtin: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
+    @property
+    def effective_permissions(self) -> frozenset[str]:
+        """What the role may really do: the administrator role holds every function, always."""
+        if self.key == "admin":
+            return all_names()
+        return frozenset(p for p in self.permissions if known(p))
+
 
 class Department(TenantRecord, TenantBase):
     __tablename__ = "departments"
@@ -104,7 +112,8 @@ class Department(TenantRecord, TenantBase):
                                                         index=True)
     sort_order: Mapped[int] = mapped_column(default=0, server_default="0")
 
-    __table_args__ = (UniqueConstraint("parent_id", "name"),)
+    # NULLS NOT DISTINCT: two top-level departments (parent NULL) with one name are duplicates too.
+    __table_args__ = (UniqueConstraint("parent_id", "name", postgresql_nulls_not_distinct=True),)
 
 
 class User(TenantRecord, TenantBase):

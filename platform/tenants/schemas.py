@@ -16,7 +16,7 @@ class RoleOut(StrictSchema):
     key = fields.String()
     name = fields.String()
     name_zh = fields.String()
-    permissions = fields.List(fields.String())
+    permissions = fields.Function(lambda role: sorted(role.effective_permissions))
     builtin = fields.Boolean()
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.db import CourtyardSession, TenantBase, bind_tenant, tenant_options, utcnow
 from core.errors import Conflict, NotFound, PermissionDenied, TenantGoneError, TenantUnavailable, ValidationFailed
-from core.permissions import Actor, all_names, known
+from core.permissions import Actor, known
 from core.security import digest, hash_password, new_secret, password_problem, verify_password
 from core.tenancy import BoundTenant, schema_for, validate_slug
 from tenants import permissions as perms
@@ -265,9 +265,7 @@ USER_FIELDS = ("email", "name", "role_id", "department_id", "active", "locale")
 
 
 def effective_permissions(role: Role) -> frozenset[str]:
-    if role.key == "admin":
-        return all_names()
-    return frozenset(p for p in role.permissions if known(p))
+    return role.effective_permissions
 
 
 def actor_for(user: User, *, request_id: str | None = None, ip: str | None = None) -> Actor:
@@ -415,10 +413,13 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     ok = verify_password(user.password_hash if user else None, password or "")
     if not ok or user is None or not user.active:
         return None
-    user.last_login_at = utcnow()
+    # A bulk UPDATE leaves the row's version alone: signing in is not an edit, and must not make
+    # an ETag someone holds for this user stale.
+    values: dict[str, Any] = {"last_login_at": utcnow()}
     if user.password_hash and _needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
-    session.flush()
+        values["password_hash"] = hash_password(password)
+    session.execute(update(User).where(User.id == user.id).values(**values),
+                    execution_options={"synchronize_session": "fetch"})
     return user
 
 
@@ -536,6 +537,15 @@ def reset_password(session: Session, secret: str, new_password: str) -> User:
 # --------------------------------------------------------------------------- roles
 
 
+def _no_escalation(actor: Actor, granted: Sequence[str], what: str) -> None:
+    """Nobody hands out what they do not hold: a manager who may edit roles or API clients cannot
+    grant a role or a client more than their own functions (an administrator holds them all)."""
+    beyond = sorted(set(granted) - actor.permissions)
+    if beyond:
+        msg = f"You cannot grant {what} you do not have yourself: {', '.join(beyond)}."
+        raise PermissionDenied(msg)
+
+
 def list_roles(session: Session) -> list[Role]:
     return list(session.scalars(select(Role).order_by(Role.builtin.desc(), Role.key)))
 
@@ -549,6 +559,7 @@ def set_role_permissions(session: Session, actor: Actor, key: str, permissions: 
     if unknown:
         msg = f"Unknown functions: {', '.join(unknown)}."
         raise ValidationFailed(msg, field_errors={"permissions": [msg]})
+    _no_escalation(actor, permissions, "functions")
     before = {"permissions": sorted(role.permissions)}
     role.permissions = sorted(set(permissions))
     role.updated_by = _uid(actor)
@@ -680,6 +691,7 @@ def create_client(session: Session, actor: Actor, tenant: BoundTenant, *, name: 
     if unknown:
         msg = f"Unknown scopes: {', '.join(unknown)}."
         raise ValidationFailed(msg, field_errors={"scopes": [msg]})
+    _no_escalation(actor, scopes, "scopes")
     if not scopes:
         raise ValidationFailed("Grant at least one scope.", field_errors={"scopes": ["Required."]})
     secret = new_secret(32)

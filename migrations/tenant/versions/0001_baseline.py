@@ -2,8 +2,8 @@
 
 Tenant schemas are created from the current models and stamped at head (tenants/services.py), never
 by replaying this history, so the baseline has nothing to do: it marks where the history starts.
-Later revisions move existing tenants forward and must keep the models and the migrations in step
-(tests/tenants/test_migrations.py compares a migrated schema with a freshly created one).
+Later revisions move existing tenants forward; each must leave a schema exactly as the models now
+create it (tests/tenants/test_schema_revisions.py checks that for every revision after this one).
 
 Revision ID: 0001
 Revises:
