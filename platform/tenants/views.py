@@ -409,6 +409,24 @@ def clients() -> Any:
                            catalog=catalog(), created=created)
 
 
+@staff.route("/profile", methods=["GET", "POST"])
+@login_required
+def profile() -> Any:
+    """The signed-in user's own page: change the password (the current one is required)."""
+    if request.method == "GET":
+        return render_template("staff/profile.html", form={}, field_errors={})
+    user = current_user()
+    assert user is not None
+    try:
+        services.change_password(db_session(), _actor(), user.id, request.form.get("current_password", ""),
+                                 request.form.get("new_password", ""))
+    except DomainError as exc:
+        db_session().rollback()
+        return _form_error("staff/profile.html", exc)
+    flash("Your password has been changed.")
+    return redirect(url_for("staff.profile"))
+
+
 @staff.get("/admin/audit")
 @permission_required(perms.AUDIT_READ)
 def audit_log() -> str:

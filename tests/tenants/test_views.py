@@ -736,3 +736,20 @@ def test_a_session_of_one_tenant_opens_nothing_of_another(app, client, db, tenan
     # And the globex session itself still works where it belongs.
     assert client.get("/home", headers=host("globex")).status_code == 200
     assert client.get("/home", headers=ACME).status_code == 302
+
+
+def test_profile_changes_the_password_only_with_the_current_one(client, tenant):
+    from tests.conftest import PASSWORD, csrf_of, host, sign_in
+
+    assert sign_in(client, "acme").status_code == 302
+    token = csrf_of(client, "acme")
+    wrong = client.post("/profile", headers=host("acme"), data={
+        "csrf_token": token, "current_password": "not it at all", "new_password": "a brand new secret"})
+    assert wrong.status_code == 422
+    assert "current password is wrong" in wrong.get_data(as_text=True)
+    ok = client.post("/profile", headers=host("acme"), data={
+        "csrf_token": token, "current_password": PASSWORD, "new_password": "a brand new secret"})
+    assert ok.status_code == 302
+    client.post("/sign-out", headers=host("acme"), data={"csrf_token": token})
+    assert sign_in(client, "acme").status_code == 401
+    assert sign_in(client, "acme", password="a brand new secret").status_code == 302
