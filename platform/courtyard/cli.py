@@ -239,7 +239,16 @@ Press Ctrl-C to stop.
 
 
 def run() -> None:
-    main(prog_name="courtyard")
+    """The console script: unreachable servers are reported in one line, not a traceback."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        main(prog_name="courtyard")
+    except (OperationalError, psycopg.OperationalError) as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        click.echo(f"Error: cannot reach the database: {reason}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

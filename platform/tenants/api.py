@@ -191,5 +191,12 @@ class ClientItem(MethodView):
         services.revoke_client(db_session(), api_actor(), current_tenant(), client_id)
 
 
+@blp.before_request
+def _authenticate_first() -> None:
+    # The caller is settled before any argument is parsed: another tenant's token gets its 404 (and a
+    # missing or bad one its 401) whatever the body, never a 422 from a view it may not reach.
+    api_actor()
+
+
 def register(api: Api) -> None:
     api.register_blueprint(blp)

@@ -121,7 +121,10 @@ def read_archive(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         raise InvalidArchive("The archive's manifest.json is not valid JSON.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InvalidArchive("This is not a Courtyard tenant archive (wrong format in manifest).")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise InvalidArchive("The archive's manifest has no valid format_version.")
+    if version != FORMAT_VERSION:
         raise ArchiveTooNew(f"Archive format {manifest.get('format_version')} is not supported "
                             f"(this server reads format {FORMAT_VERSION}).")
     if not _well_formed(manifest):
@@ -202,6 +205,9 @@ def import_tenant(session: Session, path: Path, new_slug: str, *, name: str | No
         for table in _tables():
             entry = entries.get(table.name)
             if entry is None:
+                # Only a table added by a later revision may be absent from an older archive.
+                if manifest["schema_revision"] == tenant_head():
+                    raise InvalidArchive(f"The archive is damaged: table {table.name} is missing.")
                 continue
             col_sql = ", ".join(f'"{c}"' for c in entry["columns"])
             try:

@@ -137,7 +137,9 @@ _status_command("resume", "active", "Resume a suspended tenant.")
 @domain_errors
 def tenants_delete(slug: str, yes: bool) -> None:
     """Drop a tenant's schema and all its data; the slug stays reserved and answers "deleted"."""
-    if not yes and sys.stdin.isatty():
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException("Refusing to delete without confirmation: pass --yes.")
         click.confirm(f"Delete tenant {slug} and all its data?", abort=True)
     with _rt().db.transaction() as session:
         services.delete_tenant(session, slug)

@@ -703,3 +703,16 @@ def test_a_disabled_user_session_no_longer_reaches_the_api(client, db, tenant, a
     assert checked(browser.get("/api/v1/me", headers=host("acme"))).status_code == 200
     api(client, "PATCH", f"/api/v1/users/{created['id']}", admin_token, json={"active": False})
     assert_error(checked(browser.get("/api/v1/me", headers=host("acme"))), 401, "not_authenticated")
+
+
+def test_the_caller_is_settled_before_the_body_is_read(client, db, tenant, other_tenant, admin_token):
+    """Another tenant's token gets its 404, and no token its 401, even when the body is wrong too."""
+    theirs = token(client, db, other_tenant, slug="globex")
+    bad = {"bogus": 1}
+    assert_error(api(client, "POST", "/api/v1/users", theirs, json=bad), 404, "not_found")
+    assert_error(api(client, "GET", "/api/v1/audit-log", theirs, query_string={"limit": "x"}), 404, "not_found")
+    assert_error(api(client, "POST", "/api/v1/users", "not-a-token", json=bad), 401, "invalid_token")
+    assert_error(checked(client.post("/api/v1/users", headers=host("acme"), json=bad)), 400, "csrf_failed")
+    assert_error(checked(client.get("/api/v1/audit-log?limit=x", headers=host("acme"))), 401, "not_authenticated")
+    # With the right token the same body is judged on its fields.
+    assert "bogus" in assert_error(api(client, "POST", "/api/v1/users", admin_token, json=bad), 422)["errors"]

@@ -518,3 +518,20 @@ def test_the_installed_command_in_a_subprocess(cli_env: dict[str, str], committe
         assert "Traceback" not in bad.stderr
         assert bad.stdout == ""
     assert registry(engine) == before
+
+
+def test_unreachable_database_and_unconfirmed_delete_are_one_line_errors(cli_env: dict[str, str]) -> None:
+    exe = project_root() / ".venv" / "bin" / "courtyard"
+    if not exe.exists():
+        exe = Path(sys.executable).with_name("courtyard")
+    down = {**os.environ, **cli_env, "COURTYARD_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    result = subprocess.run([str(exe), "tenants", "list"], env=down, capture_output=True, text=True, timeout=60,
+                            check=False, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert "Error: cannot reach the database" in result.stderr
+    assert "Traceback" not in result.stderr
+    # No terminal to confirm on (cron, scripts): deleting needs --yes.
+    refused = subprocess.run([str(exe), "tenants", "delete", "anything"], env={**os.environ, **cli_env},
+                             capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 1
+    assert "pass --yes" in refused.stderr
