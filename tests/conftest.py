@@ -94,12 +94,12 @@ def redis_client(settings: Settings) -> Redis:
 
 
 @pytest.fixture(scope="session")
-def celery_app(settings: Settings):  # noqa: ANN201
+def celery_app(settings: Settings):
     return make_celery(settings, eager=True)
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings, engine: Engine, redis_client: Redis, celery_app: object):  # noqa: ANN201
+def app(settings: Settings, engine: Engine, redis_client: Redis, celery_app: object):
     application = create_app(settings, engine=engine, redis=redis_client)
     application.config["TESTING"] = True
     return application
@@ -115,7 +115,7 @@ def connection(engine: Engine) -> Iterator[object]:
 
 
 @pytest.fixture
-def db(app, connection, settings: Settings, redis_client: Redis) -> Iterator[Database]:  # noqa: ANN001
+def db(app, connection, settings: Settings, redis_client: Redis) -> Iterator[Database]:
     """The test's Database: every session (requests, tasks, services) joins the rolled-back transaction."""
     database = Database(app.extensions["courtyard"].db.engine, connection=connection)
     previous = app.extensions["courtyard"].db
@@ -134,11 +134,11 @@ def session(db: Database) -> Iterator[object]:
 
 
 @pytest.fixture
-def client(app, db):  # noqa: ANN001, ANN201
+def client(app, db):
     return app.test_client()
 
 
-def provision(db: Database, slug: str, *, name: str | None = None, email: str | None = None):  # noqa: ANN201
+def provision(db: Database, slug: str, *, name: str | None = None, email: str | None = None):
     with db.transaction() as s:
         result = services.provision(s, Actor.system("test"), slug=slug, name=name or slug.title(),
                                     admin_email=email or f"admin@{slug}.test", admin_password=PASSWORD)
@@ -146,12 +146,12 @@ def provision(db: Database, slug: str, *, name: str | None = None, email: str | 
 
 
 @pytest.fixture
-def tenant(db: Database):  # noqa: ANN201
+def tenant(db: Database):
     return provision(db, "acme", name="Acme 艾克米")[0]
 
 
 @pytest.fixture
-def other_tenant(db: Database):  # noqa: ANN201
+def other_tenant(db: Database):
     return provision(db, "globex", name="Globex 环球")[0]
 
 
@@ -159,13 +159,12 @@ def host(slug: str) -> dict[str, str]:
     return {"Host": f"{slug}.localhost"}
 
 
-def sign_in(client, slug: str, email: str | None = None, password: str = PASSWORD):  # noqa: ANN001, ANN201
+def sign_in(client, slug: str, email: str | None = None, password: str = PASSWORD):
     """Sign in through the real form (CSRF token included) on the tenant's host."""
     page = client.get("/sign-in", headers=host(slug))
     token = _csrf_from(page.get_data(as_text=True))
-    response = client.post("/sign-in", headers=host(slug), data={
+    return client.post("/sign-in", headers=host(slug), data={
         "email": email or f"admin@{slug}.test", "password": password, "csrf_token": token})
-    return response
 
 
 def _csrf_from(html: str) -> str:
@@ -174,7 +173,7 @@ def _csrf_from(html: str) -> str:
     return html[start: html.index('"', start)]
 
 
-def csrf_of(client, slug: str) -> str:  # noqa: ANN001
+def csrf_of(client, slug: str) -> str:
     return _csrf_from(client.get("/home", headers=host(slug)).get_data(as_text=True))
 
 
@@ -196,4 +195,4 @@ def unique_slug(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")  # noqa: S108
+os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
