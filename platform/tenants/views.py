@@ -197,8 +197,10 @@ staff.add_url_rule("/sign-in", "sign_in", sign_in_page, methods=["GET", "POST"])
 
 
 def sign_out_page() -> Any:
-    current_tenant()
-    sign_out()
+    tenant = current_tenant()
+    # Only this tenant's own session is ended here; someone else's id sent to this host is ignored.
+    if session.get("tenant_id") == str(tenant.id):
+        sign_out()
     return redirect(url_for("staff.sign_in"))
 
 

@@ -101,6 +101,20 @@ def _api_arguments(app, rule: Rule, method: str) -> list[tuple[str, Schema]]:
     return out
 
 
+def _plan_api(app, rule: Rule, method: str, problems: list[str]) -> list[Probe]:
+    arguments = _api_arguments(app, rule, method)
+    for location, schema in arguments:
+        try:
+            fill_schema(schema, Values.unknown(), 0)
+        except LookupError as exc:
+            problems.append(f"{method} {rule.rule} ({location}): {exc}")
+    probes = [Probe(rule, method, "api")]
+    if arguments:
+        # The same call with arguments no schema accepts: who may call is settled before they are read.
+        probes.append(Probe(rule, method, "api", "garbage"))
+    return probes
+
+
 def plan(app) -> tuple[list[Probe], list[str]]:
     """Every (rule, method) outside PUBLIC_ROUTES as probes, and what the planner cannot aim."""
     probes: list[Probe] = []
@@ -120,16 +134,7 @@ def plan(app) -> tuple[list[Probe], list[str]]:
                 probes.extend(Probe(rule, method, "oauth", (style, whose))
                               for style in ("basic", "post") for whose in ("slot", "own"))
             elif rule.rule.startswith("/api/"):
-                arguments = _api_arguments(app, rule, method)
-                for location, schema in arguments:
-                    try:
-                        fill_schema(schema, Values.unknown(), 0)
-                    except LookupError as exc:
-                        problems.append(f"{method} {rule.rule} ({location}): {exc}")
-                probes.append(Probe(rule, method, "api"))
-                if arguments:
-                    # The same call with arguments no schema accepts: who may call is settled first.
-                    probes.append(Probe(rule, method, "api", "garbage"))
+                probes.extend(_plan_api(app, rule, method, problems))
             elif method == "GET":
                 probes.append(Probe(rule, method, "page"))
             else:
