@@ -106,12 +106,20 @@ class TenantRecord:
         return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
 
 
-def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False,
+                pre_ping: bool = True) -> Engine:
+    """An engine on psycopg 3. ``pre_ping`` tests each connection at checkout (one round trip).
+
+    The web app turns it off: on its hot path the round trip costs more than it saves, and a
+    connection the server dropped is noticed on first use instead (SQLAlchemy then empties the pool,
+    and that one request is answered 503, to be retried). Long-lived jobs and commands keep it on.
+    """
     return create_engine(
         normalise_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
+        pool_recycle=1800,
         pool_reset_on_return="rollback",
         echo=echo,
     )

@@ -12,6 +12,7 @@ from marshmallow import Schema, fields
 from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from core.db import Database, make_engine
@@ -68,7 +69,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
         },
     )
     redis_client = redis or Redis.from_url(settings.redis_url)
-    engine = engine or make_engine(settings.database_url, pool_size=10, max_overflow=20)
+    engine = engine or make_engine(settings.database_url, pool_size=10, max_overflow=20, pre_ping=False)
     app.extensions["courtyard"] = Runtime(
         settings=settings,
         db=Database(engine, connection=connection),
@@ -213,6 +214,18 @@ def _register_error_handlers(app: Flask) -> None:
         if field_errors:
             message = "The request has invalid fields."
         return error_response(status, code, message, field_errors)
+
+    @app.errorhandler(DBAPIError)
+    def database_error(exc: DBAPIError) -> Response:
+        if exc.connection_invalidated:
+            # The server dropped the connection (restart, failover); the pool has been emptied and
+            # the next attempt gets a fresh one. Nothing of this request was committed.
+            log.warning("database connection lost", extra={"fields": {"path": request.path}})
+            response = error_response(503, "database_unavailable",
+                                      "The database connection was interrupted. Please retry.")
+            response.headers["Retry-After"] = "1"
+            return response
+        return unexpected(exc)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

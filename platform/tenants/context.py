@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 
 from flask import Flask, Request, Response, current_app, g, request, session
 from redis import Redis
+from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Request as WzRequest
 
 from core.db import CourtyardSession, Database, bind_tenant
@@ -109,12 +110,24 @@ def resolve_tenant() -> None:
     if slug is None:
         return
     session = db_session()
+    bearer = _bearer_token()
+    if bearer:
+        found, token = services.lookup_tenant_and_token(session, slug, bearer)
+        g.token_info, g.token_checked = token, True
+    else:
+        found = services.lookup_tenant(session, slug)
     # usable() raises for unknown (404) and suspended/deleted (403/410) tenants: answered before
     # the tenant's schema is touched.
-    tenant = services.usable(services.lookup_tenant(session, slug))
+    tenant = services.usable(found)
     bind_tenant(session, tenant)
     g.tenant = tenant
     tenant_var.set(tenant.slug)
+
+
+def _bearer_token() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token and len(token) <= 512 else None
 
 
 def current_tenant() -> BoundTenant:
@@ -139,7 +152,7 @@ def current_user() -> User | None:
         user_id = uuid.UUID(session["user_id"])
     except (ValueError, TypeError):
         return None
-    user = db_session().get(User, user_id)
+    user = db_session().get(User, user_id, options=[joinedload(User.role)])
     if user is None or not user.active:
         session.clear()
         return None
@@ -223,7 +236,9 @@ def api_actor() -> Actor:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated("Use 'Authorization: Bearer <token>'.", code="invalid_token")
-        info = services.check_token(db_session(), token.strip())
+        # Usually already checked with the tenant lookup, in the same query.
+        checked = g.get("token_checked")
+        info = g.get("token_info") if checked else services.check_token(db_session(), token.strip())
         if info is None:
             raise NotAuthenticated("The access token is invalid, expired or revoked.", code="invalid_token")
         if info.tenant_id != tenant.id:

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.db import CourtyardSession, TenantBase, bind_tenant, tenant_options, utcnow
@@ -135,16 +136,66 @@ def get_tenant(session: Session, slug: str) -> Tenant:
 _TENANT_BY_SLUG = text("SELECT id, slug, name, status FROM shared.tenants WHERE slug = :slug")
 
 
+# The tenant and, when the request carries one, its bearer token in one round trip. The token side is
+# a LEFT JOIN on the token's own digest, so a token of another tenant still comes back (with its own
+# tenant_id) and the caller answers it with the same 404 as an unknown object.
+_TENANT_AND_TOKEN = text("""
+    SELECT n.id, n.slug, n.name, n.status, k.tenant_id, k.client_id, k.client_name, k.scopes
+    FROM shared.tenants n
+    LEFT JOIN (SELECT t.tenant_id, c.client_id, c.name AS client_name, t.scopes
+               FROM shared.oauth_tokens t JOIN shared.oauth_clients c ON c.id = t.client_pk
+               WHERE t.token_digest = :digest AND t.revoked_at IS NULL AND t.expires_at > now()
+                 AND c.revoked_at IS NULL) k ON true
+    WHERE n.slug = :slug""")
+
+
+_TENANT_BY_SLUG_SQL = str(_TENANT_BY_SLUG).replace(":slug", "%(slug)s")
+_TENANT_AND_TOKEN_SQL = str(_TENANT_AND_TOKEN).replace(":slug", "%(slug)s").replace(":digest", "%(digest)s")
+
+
+def _driver_row(session: Session, sql: str, params: dict[str, object]) -> tuple[Any, ...] | None:
+    """One row straight from the driver, on the session's own connection and transaction.
+
+    Only for the two control-plane lookups every request makes: SQLAlchemy's result machinery costs
+    more CPU than these indexed queries themselves (bench/api.py); everything else goes through the ORM.
+    """
+    connection = session.connection()
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchone()  # type: ignore[no-any-return]
+    except psycopg.OperationalError as exc:
+        # What SQLAlchemy would do had it run the query: drop the dead connection from the pool and
+        # report it as such (the app answers 503, the next request gets a fresh connection).
+        if connection.connection.driver_connection.closed:  # type: ignore[union-attr]
+            connection.invalidate(exc)
+            raise OperationalError(sql, params, exc, connection_invalidated=True) from exc
+        raise OperationalError(sql, params, exc) from exc
+    finally:
+        cursor.close()
+
+
 def lookup_tenant(session: Session, slug: str) -> BoundTenant | None:
     """The registry entry for ``slug`` as a :class:`BoundTenant`, in one indexed query.
 
-    Tenant resolution runs this on every request: a plain row, because loading the ORM entity costs
-    more CPU than the query itself (bench/api.py) and the request needs only these four fields.
+    Tenant resolution runs this on every request: a plain Core row on the session's connection,
+    because the ORM entity (and the ORM execution path) cost more CPU than the query itself
+    (bench/api.py), and the request needs only these four fields.
     """
-    row = session.execute(_TENANT_BY_SLUG, {"slug": slug}).first()
+    row = _driver_row(session, _TENANT_BY_SLUG_SQL, {"slug": slug})
     if row is None:
         return None
     return BoundTenant(id=row[0], slug=row[1], name=row[2], status=row[3])
+
+
+def lookup_tenant_and_token(session: Session, slug: str, secret: str) -> tuple[BoundTenant | None, TokenInfo | None]:
+    """:func:`lookup_tenant` and :func:`check_token` together, for API calls with a bearer token."""
+    row = _driver_row(session, _TENANT_AND_TOKEN_SQL, {"slug": slug, "digest": digest(secret)})
+    if row is None:
+        return None, None
+    tenant = BoundTenant(id=row[0], slug=row[1], name=row[2], status=row[3])
+    token = TokenInfo(row[4], row[5], row[6], frozenset(row[7])) if row[4] is not None else None
+    return tenant, token
 
 
 def usable(tenant: Tenant | BoundTenant | None) -> BoundTenant:
@@ -370,6 +421,7 @@ def update_user(session: Session, actor: Actor, user_id: uuid.UUID, *, name: str
         _apply_user_changes(session, user, name=name, role=role, department_id=department_id, locale=locale)
     user.updated_by = _uid(actor)
     session.flush()
+    session.expire(user, ["role_key"])  # derived from role_id: read again when next shown
     after = snapshot(user, USER_FIELDS)
     if after != before:
         audit(session, actor, "user.updated", "user", user.id, before=before, after=after)
@@ -783,7 +835,7 @@ class TokenInfo:
 
 def check_token(session: Session, secret: str) -> TokenInfo | None:
     """A live token's binding, in one indexed query; None for unknown, expired or revoked tokens."""
-    row = session.execute(
+    row = session.connection().execute(
         text("""SELECT t.tenant_id, c.client_id, c.name, t.scopes FROM shared.oauth_tokens t
                 JOIN shared.oauth_clients c ON c.id = t.client_pk
                 WHERE t.token_digest = :d AND t.revoked_at IS NULL AND t.expires_at > now()

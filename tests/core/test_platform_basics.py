@@ -11,6 +11,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.logs import JsonFormatter
+from core.permissions import Actor
 from core.settings import Settings
 from core.tasks import send_after_commit
 from tests.conftest import host, sign_in
@@ -95,3 +96,34 @@ def test_single_tenant_mode_serves_one_tenant_at_the_root(app, db, tenant, setti
         assert sign_in(client, "acme").status_code == 302
     finally:
         runtime.settings = previous
+
+
+def test_a_dropped_database_connection_is_a_503_then_recovers(settings, redis_client, committed_db, engine):
+    from sqlalchemy import text
+
+    from core.db import make_engine
+    from courtyard.app import create_app
+    from tenants import services as tenant_services
+    from tests.conftest import PASSWORD, unique_slug
+
+    slug = unique_slug("drop")
+    with committed_db.transaction() as s:
+        tenant_services.provision(s, Actor.system("test"), slug=slug,
+                                  name="Drop", admin_email=f"a@{slug}.test", admin_password=PASSWORD)
+    web_engine = make_engine(settings.database_url, pool_size=1, max_overflow=0, pre_ping=False)
+    app = create_app(settings, engine=web_engine, redis=redis_client)
+    client = app.test_client()
+    try:
+        assert client.get("/sign-in", headers=host(slug)).status_code == 200  # the pool now holds a connection
+        with engine.connect() as admin:
+            killed = admin.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = ''"
+            )).scalar()
+        assert killed >= 1
+        dropped = client.get("/sign-in", headers=host(slug))
+        assert dropped.status_code == 503
+        assert dropped.headers["Retry-After"] == "1"
+        assert client.get("/sign-in", headers=host(slug)).status_code == 200
+    finally:
+        web_engine.dispose()
