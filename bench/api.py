@@ -248,11 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=15, help="seconds of load per app per round (default 15)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load before each (default 3)")
-    parser.add_argument("--rounds", type=int, default=1, help="measurement rounds, order alternating (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds, order alternating (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for both apps (default 2)")
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (default gthread)")
+    parser.add_argument("--worker-class", default="sync",
+                        help="gunicorn worker class (default sync: what `courtyard serve` runs behind a proxy)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker (default 4)")
-    parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
+    parser.add_argument("--connections", type=int, default=4, help="wrk connections (default 4)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--var-dir", type=Path, default=None, help="embedded servers' data (default var/bench)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",

@@ -111,19 +111,23 @@ def _run_child(argv: list[str], settings: Settings) -> int:
     return child.wait()
 
 
-def _gunicorn_argv(settings: Settings, bind: str, workers: int) -> list[str]:
+def _gunicorn_argv(settings: Settings, bind: str, workers: int, worker_class: str = "gthread") -> list[str]:
+    threads = ["--threads", "4"] if worker_class == "gthread" else []
     return [sys.executable, "-m", "gunicorn", "courtyard.wsgi:app", "--bind", bind, "--workers", str(workers),
-            "--worker-class", "gthread", "--threads", "4", "--graceful-timeout", "10",
+            "--worker-class", worker_class, *threads, "--graceful-timeout", "10",
             "--forwarded-allow-ips", "127.0.0.1"]
 
 
 @main.command()
 @click.option("--bind", default=None, help="host:port (default 0.0.0.0:$COURTYARD_PORT or 8000).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes.")
-def serve(bind: str | None, workers: int | None) -> None:
+@click.option("--worker-class", type=click.Choice(("gthread", "sync")), default="gthread", show_default=True,
+              help="sync suits a buffering proxy in front (less CPU per request); gthread serves browsers directly.")
+def serve(bind: str | None, workers: int | None, worker_class: str) -> None:
     """Serve the web app and API with gunicorn."""
     _engine, settings = _resolved()
-    argv = _gunicorn_argv(settings, bind or f"0.0.0.0:{settings.port}", workers or settings.web_workers)
+    argv = _gunicorn_argv(settings, bind or f"0.0.0.0:{settings.port}", workers or settings.web_workers,
+                          worker_class)
     sys.exit(_run_child(argv, settings))
 
 
