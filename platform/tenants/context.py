@@ -17,7 +17,6 @@ from typing import Any, TypeVar, cast
 
 from flask import Flask, Request, Response, current_app, g, request, session
 from redis import Redis
-from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Request as WzRequest
 
 from core.db import CourtyardSession, Database, bind_tenant
@@ -152,7 +151,7 @@ def current_user() -> User | None:
         user_id = uuid.UUID(session["user_id"])
     except (ValueError, TypeError):
         return None
-    user = db_session().get(User, user_id, options=[joinedload(User.role)])
+    user = db_session().get(User, user_id)
     if user is None or not user.active:
         session.clear()
         return None

@@ -6,9 +6,9 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, func, select, text
+from sqlalchemy import ARRAY, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import SharedBase, TenantBase, TenantRecord, utcnow, uuid7, uuid_pk
 from core.permissions import all_names, known
@@ -130,11 +130,7 @@ class User(TenantRecord, TenantBase):
     last_login_at: Mapped[dt.datetime | None]
     deactivated_at: Mapped[dt.datetime | None]
 
-    # The role object is loaded where permissions are needed (the signed-in user, with joinedload);
-    # listings and the API only show the role's key, read by a correlated subquery in the same SELECT.
-    role: Mapped[Role] = relationship(lazy="select")
-    role_key: Mapped[str] = column_property(
-        select(Role.key).where(Role.id == role_id).correlate_except(Role).scalar_subquery())
+    role: Mapped[Role] = relationship(lazy="joined")
 
     __table_args__ = (Index("uq_users_email_lower", func.lower(text("email")), unique=True),)
 

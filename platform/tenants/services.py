@@ -421,7 +421,6 @@ def update_user(session: Session, actor: Actor, user_id: uuid.UUID, *, name: str
         _apply_user_changes(session, user, name=name, role=role, department_id=department_id, locale=locale)
     user.updated_by = _uid(actor)
     session.flush()
-    session.expire(user, ["role_key"])  # derived from role_id: read again when next shown
     after = snapshot(user, USER_FIELDS)
     if after != before:
         audit(session, actor, "user.updated", "user", user.id, before=before, after=after)
@@ -553,6 +552,28 @@ def invite(session: Session, actor: Actor, *, email: str, role: str, name: str =
     return inv, IssuedToken(secret, expires)
 
 
+def pending_invitations(session: Session, actor: Actor) -> list[Invitation]:
+    """Invitations not yet accepted, revoked or expired, newest first."""
+    require(actor, perms.USERS_MANAGE)
+    return list(session.scalars(
+        select(Invitation).where(Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None),
+                                 Invitation.expires_at > utcnow()).order_by(Invitation.created_at.desc())))
+
+
+def revoke_invitation(session: Session, actor: Actor, invitation_id: uuid.UUID) -> Invitation:
+    """The link stops working at once; revoking twice is harmless."""
+    require(actor, perms.USERS_MANAGE)
+    inv = session.get(Invitation, invitation_id)
+    if inv is None:
+        raise NotFound("No such invitation.")
+    if inv.revoked_at is None and inv.accepted_at is None:
+        inv.revoked_at = utcnow()
+        inv.updated_by = _uid(actor)
+        session.flush()
+        audit(session, actor, "user.invitation_revoked", "invitation", inv.id, after={"email": inv.email})
+    return inv
+
+
 def open_invitation(session: Session, secret: str) -> Invitation:
     inv = session.scalar(select(Invitation).where(Invitation.token_digest == digest(secret or "")))
     if inv is None or inv.revoked_at is not None or inv.accepted_at is not None or inv.expires_at < utcnow():
@@ -593,10 +614,16 @@ def request_password_reset(session: Session, email: str) -> tuple[User, IssuedTo
     return user, IssuedToken(secret, expires)
 
 
-def reset_password(session: Session, secret: str, new_password: str) -> User:
+def open_reset(session: Session, secret: str) -> PasswordReset:
+    """The reset a link stands for, if it can still be used (checked before the form is shown too)."""
     reset = session.scalar(select(PasswordReset).where(PasswordReset.token_digest == digest(secret or "")))
     if reset is None or reset.used_at is not None or reset.expires_at < utcnow():
         raise InvalidToken("This reset link is invalid or has expired. Ask for a new one.")
+    return reset
+
+
+def reset_password(session: Session, secret: str, new_password: str) -> User:
+    reset = open_reset(session, secret)
     user = get_user(session, reset.user_id)
     if not user.active:
         raise InvalidToken("This account is deactivated.")

@@ -23,7 +23,7 @@ from flask import (
 from sqlalchemy import text
 
 from core.errors import DomainError, TooManyRequests
-from core.i18n import LOCALE_NAMES
+from core.i18n import LOCALE_NAMES, translate
 from core.mail import Mail
 from core.permissions import Actor, catalog
 from tenants import permissions as perms
@@ -50,6 +50,11 @@ def _actor() -> Actor:
     actor = current_actor()
     assert actor is not None  # guaranteed by login_required
     return actor
+
+
+def _both(message: str, *, sep: str = " · ", **params: object) -> str:
+    """Chinese and English side by side: a mail's reader may not share the sender's language."""
+    return f"{translate('zh', message, **params)}{sep}{translate('en', message, **params)}"
 
 
 def _client_ip() -> str:
@@ -232,8 +237,10 @@ def forgot() -> Any:
     if issued is not None:
         user, token = issued
         link = url_for("staff.reset", token=token.secret, _external=True)
-        text = f"Open this link within two hours to choose a new password:\n\n{link}\n"
-        send_mail(db_session(), tenant, Mail(to=user.email, subject=f"Reset your {tenant.name} password", text=text))
+        send_mail(db_session(), tenant, Mail(
+            to=user.email, subject=_both("Reset your {name} password", name=tenant.name),
+            text=_both("Open this link within two hours to choose a new password:", sep="\n")
+            + f"\n\n{link}\n"))
     # Same answer whether or not the address exists.
     return render_template("staff/forgot.html", form={}, sent=True)
 
@@ -242,6 +249,11 @@ def forgot() -> Any:
 def reset(token: str) -> Any:
     tenant = current_tenant()
     if request.method == "GET":
+        try:
+            services.open_reset(db_session(), token)
+        except DomainError as exc:
+            return render_template("error.html", status=400, code=exc.code, message=exc.message,
+                                   field_errors={}), 400
         return render_template("staff/reset.html", form={}, token=token)
     try:
         user = services.reset_password(db_session(), token, request.form.get("password", ""))
@@ -282,11 +294,22 @@ def accept(token: str) -> Any:
 @permission_required(perms.USERS_READ)
 def users() -> str:
     session_db = db_session()
+    can_manage = _actor().can(perms.USERS_MANAGE)
     return render_template("staff/users.html", users=services.list_users(session_db, _actor(),
                                                                          query=request.args.get("q")),
                            roles=services.list_roles(session_db), departments=services.department_tree(session_db),
-                           seats=services.seats_used(session_db), can_manage=_actor().can(perms.USERS_MANAGE),
+                           seats=services.seats_used(session_db), can_manage=can_manage,
+                           invitations=services.pending_invitations(session_db, _actor()) if can_manage else [],
                            form={}, field_errors={})
+
+
+@staff.post("/admin/invitations/<uuid:invitation_id>/revoke")
+@permission_required(perms.USERS_MANAGE)
+def revoke_invitation(invitation_id: uuid.UUID) -> Any:
+    """Withdraw a pending invitation: its link stops working."""
+    invitation = services.revoke_invitation(db_session(), _actor(), invitation_id)
+    flash(f"Invitation to {invitation.email} withdrawn.")
+    return redirect(url_for("staff.users"))
 
 
 @staff.post("/admin/users/invite")
@@ -303,12 +326,14 @@ def invite() -> Any:
     except DomainError as exc:
         session_db.rollback()
         return _form_error("staff/users.html", exc, users=services.list_users(session_db, _actor()),
+                           invitations=services.pending_invitations(session_db, _actor()),
                            roles=services.list_roles(session_db), departments=services.department_tree(session_db),
                            seats=services.seats_used(session_db), can_manage=True)
     link = url_for("staff.accept", token=token.secret, _external=True)
     send_mail(session_db, tenant, Mail(
-        to=invitation.email, subject=f"You are invited to {tenant.name} on Courtyard",
-        text=f"{_actor().label} invited you to {tenant.name}.\n\nAccept within 7 days:\n\n{link}\n"))
+        to=invitation.email, subject=_both("You are invited to {name} on Courtyard", name=tenant.name),
+        text=_both("{who} invited you to {name}. Accept within 7 days:", sep="\n", who=_actor().label,
+                   name=tenant.name) + f"\n\n{link}\n"))
     flash(f"Invitation sent to {invitation.email}.")
     return redirect(url_for("staff.users"))
 

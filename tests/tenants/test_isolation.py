@@ -55,7 +55,8 @@ PUBLIC_ROUTES: dict[str, str] = {
 }
 
 #: What a path parameter names: the kind of record its value is taken from.
-PATH_PARAM_KINDS = {"user_id": "user", "department_id": "department", "key": "role", "client_id": "client"}
+PATH_PARAM_KINDS = {"user_id": "user", "department_id": "department", "key": "role", "client_id": "client",
+                    "invitation_id": "invitation"}
 #: Parameters whose meaning depends on the route.
 ENDPOINT_PARAM_KINDS = {("staff.reset", "token"): "reset_token", ("staff.accept", "token"): "invite_token"}
 #: JSON / query fields holding ids, by name; other UUID fields get a random id.
@@ -159,7 +160,8 @@ class Values:
     def unknown(cls) -> Values:
         return cls({"user": str(uuid7()), "department": str(uuid7()), "audit": str(uuid7()),
                     "role": "no_such_role", "client": "cy_" + new_secret(12), "client_secret": new_secret(32),
-                    "token": new_secret(32), "reset_token": new_secret(), "invite_token": new_secret()})
+                    "token": new_secret(32), "reset_token": new_secret(), "invite_token": new_secret(),
+                    "invitation": str(uuid7())})
 
     def normalise(self, text: str) -> str:
         for kind, value in self.slots.items():
@@ -264,7 +266,8 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
         names = [u.name for u in s.scalars(select(User))]
     values = Values({"user": str(users[0].id), "department": str(child.id), "audit": audit_ids[-1],
                      "role": role[0], "client": new.client.client_id, "client_secret": new.secret, "token": token,
-                     "reset_token": issued[1].secret, "invite_token": invite.secret})
+                     "reset_token": issued[1].secret, "invite_token": invite.secret,
+                     "invitation": str(invitation.id)})
     private = {*values.slots.values(), str(admin_id), str(parent.id), str(users[1].id), str(invitation.id),
                *audit_ids, *role_ids, *emails, *names, f"invitee@{slug}.test", *departments, role[1],
                str(tenant.id), tenant.id.hex}

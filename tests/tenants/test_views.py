@@ -753,3 +753,28 @@ def test_profile_changes_the_password_only_with_the_current_one(client, tenant):
     client.post("/sign-out", headers=host("acme"), data={"csrf_token": token})
     assert sign_in(client, "acme").status_code == 401
     assert sign_in(client, "acme", password="a brand new secret").status_code == 302
+
+
+def test_pending_invitations_are_listed_and_can_be_withdrawn(app, client, settings, tenant) -> None:
+    assert sign_in(client, "acme").status_code == 302
+    before = outbox(settings)
+    assert post(client, "/admin/users/invite", {"email": "wang@acme.test", "name": "王芳", "role": "sales"}
+                ).status_code == 302
+    (mail,) = mails_since(settings, before)
+    path = link_in(mail, r"http://acme\.localhost/invitation/\S+").removeprefix("http://acme.localhost")
+    listing = page(client.get("/admin/users", headers=ACME))
+    assert 'id="invitations-table"' in listing
+    assert "wang@acme.test" in listing
+    action = re.search(r'action="(/admin/invitations/[0-9a-f-]+/revoke)"', listing)
+    assert action is not None
+    assert post(client, action.group(1), {}).status_code == 302
+    assert "Invitation to wang@acme.test withdrawn." in flashes(client, "/admin/users")
+    assert "wang@acme.test" not in page(client.get("/admin/users", headers=ACME))
+    assert app.test_client().get(path, headers=ACME).status_code == 400
+
+
+def test_a_used_or_unknown_reset_link_is_refused_before_the_form(app, client, tenant) -> None:
+    refused = app.test_client().get("/reset/not-a-real-token", headers=ACME)
+    assert refused.status_code == 400
+    assert "This reset link is invalid or has expired." in page(refused)
+    assert 'name="password"' not in page(refused)
