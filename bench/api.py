@@ -193,6 +193,23 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
 # --------------------------------------------------------------------------- in-process profile
 
 
+def _by_package(prof: cProfile.Profile) -> list[tuple[str, float]]:
+    """Own (tottime) seconds summed per top-level package: courtyard's code, Flask, SQLAlchemy, …"""
+    totals: dict[str, float] = {}
+    ours = ("/platform/core/", "/platform/tenants/", "/platform/courtyard/")
+    for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in pstats.Stats(prof).stats.items():
+        if any(part in filename for part in ours):
+            package = "courtyard (ours)"
+        elif "site-packages/" in filename:
+            package = filename.split("site-packages/", 1)[1].split("/", 1)[0]
+        elif filename.startswith(("~", "<")):
+            package = "builtins"
+        else:
+            package = "stdlib"
+        totals[package] = totals.get(package, 0.0) + tottime
+    return sorted(totals.items(), key=lambda kv: -kv[1])[:14]
+
+
 def profile(env: benchlib.BenchEnv, data: dict[str, Any], count: int, top: int) -> None:
     """CPU per request of both apps in this process, then where the full stack spends it."""
     environ = app_env(env, data)
@@ -230,6 +247,9 @@ def profile(env: benchlib.BenchEnv, data: dict[str, Any], count: int, top: int) 
     for name in ("full", "bare"):
         print(f"  {name:<4}: {wall[name]:.3f} ms wall, {cpu[name]:.3f} ms CPU per request")
     print(f"  CPU ratio bare / full: {cpu['bare'] / cpu['full']:.2f}")
+    print("--- where the full stack's CPU goes, by package (own time) ---")
+    for package, seconds in _by_package(prof):
+        print(f"  {package:<16} {seconds / count * 1000:7.3f} ms per request")
     for sort in ("cumulative", "tottime"):
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(sort).print_stats(top)
@@ -248,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=15, help="seconds of load per app per round (default 15)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load before each (default 3)")
-    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds, order alternating (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="measurement rounds, order alternating (default 5)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for both apps (default 2)")
     parser.add_argument("--worker-class", default="sync",
                         help="gunicorn worker class (default sync: what `courtyard serve` runs behind a proxy)")
