@@ -138,7 +138,8 @@ def bench_http(env: benchlib.BenchEnv, data: dict[str, Any], args: argparse.Name
     port, bare_port = benchlib.free_port(), benchlib.free_port()
     runs: dict[str, list[dict[str, Any]]] = {"full": [], "bare": []}
     with contextlib.ExitStack() as stack:
-        log(f"Starting gunicorn ×2 ({args.workers} workers, {args.worker_class}, {args.threads} threads)…")
+        threads = f", {args.threads} threads" if args.worker_class == "gthread" else ""
+        log(f"Starting gunicorn ×2 ({args.workers} workers, {args.worker_class}{threads})…")
         procs = {
             "full": stack.enter_context(benchlib.gunicorn(
                 "courtyard.wsgi:app", port=port, log_path=out_dir / "gunicorn-full.log", **common)),

@@ -8,7 +8,7 @@ from typing import Any
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint, Page
-from sqlalchemy import select
+from sqlalchemy import RowMapping, select
 
 from core.errors import DomainError, NotFound
 from tenants import schemas, services
@@ -74,10 +74,10 @@ class Users(MethodView):
 @blp.route("/users/<uuid:user_id>")
 class UserItem(MethodView):
     @blp.response(200, schemas.UserOut)
-    def get(self, user_id: uuid.UUID) -> tuple[User, int, dict[str, str]]:
+    def get(self, user_id: uuid.UUID) -> tuple[RowMapping, int, dict[str, str]]:
         """One user; the ETag carries its version for a later If-Match."""
         user = services.view_user(db_session(), api_actor(), user_id)
-        return user, 200, {"ETag": _etag(user.version)}
+        return user, 200, {"ETag": _etag(user["version"])}
 
     @blp.arguments(schemas.UserUpdate)
     @blp.response(200, schemas.UserOut)

@@ -132,6 +132,11 @@ class User(TenantRecord, TenantBase):
 
     role: Mapped[Role] = relationship(lazy="joined")
 
+    @property
+    def role_key(self) -> str:
+        """The role's key, as read-only views (services.view_user) carry it too."""
+        return self.role.key
+
     __table_args__ = (Index("uq_users_email_lower", func.lower(text("email")), unique=True),)
 
 

@@ -29,7 +29,7 @@ class UserOut(StrictSchema):
     id = fields.UUID()
     email = fields.String()
     name = fields.String()
-    role = fields.Function(lambda u: u.role.key)
+    role = fields.String(attribute="role_key")
     department_id = fields.UUID(allow_none=True)
     active = fields.Boolean()
     locale = fields.String(allow_none=True)
