@@ -52,6 +52,7 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "signup_limit_per_hour": lambda n, v: _int(n, v, 1),
     "web_workers": lambda n, v: _int(n, v, 1),
     "proxy_hops": lambda n, v: _int(n, v, 0),
+    "token_requests_per_minute": lambda n, v: _int(n, v, 1),
     "log_json": _bool,
     "default_locale": _locale,
 }
@@ -80,6 +81,7 @@ class Settings:
     login_window_s: int = 900
     session_ttl_s: int = 8 * 3600
     token_ttl_s: int = 3600
+    token_requests_per_minute: int = 60
     default_locale: str = "en"
     web_workers: int = 2
     #: Reverse proxies in front of the app whose X-Forwarded-* headers are trusted (0: none).

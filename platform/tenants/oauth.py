@@ -18,7 +18,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from flask import Flask, Request, Response, g, request
 
 from core.db import utcnow
-from core.errors import DomainError
+from core.errors import DomainError, TooManyRequests
 from core.security import digest, same
 from tenants import services
 from tenants.context import current_tenant, db_session, runtime
@@ -137,7 +137,12 @@ def register(app: Flask) -> None:
 
     def token() -> Response:
         """Exchange client credentials for a bearer token on the tenant's own host."""
-        current_tenant()
+        tenant = current_tenant()
+        rt = runtime()
+        # Guessing client secrets costs a request each: cap them per tenant and address.
+        if not rt.limiter.hit(f"token:{tenant.id}:{request.remote_addr}", limit=rt.settings.token_requests_per_minute,
+                              window_s=60):
+            raise TooManyRequests("Too many token requests; try again in a minute.")
         response: Response = server.create_token_response()
         if response.status_code == 200:
             g.oauth_ok = True

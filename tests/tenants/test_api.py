@@ -120,6 +120,19 @@ def test_client_credentials_token_with_either_client_auth_method(client, db, ten
     assert len(stored) == 1
 
 
+def test_token_requests_are_rate_limited_per_tenant_and_address(app, client, db, tenant, other_tenant):
+    client_id, secret = new_client(db, tenant, ["users.read"])
+    limit = app.extensions["courtyard"].settings.token_requests_per_minute
+    codes = [request_token(client, "acme", client_id, "wrong-" + str(i)).status_code for i in range(limit)]
+    assert set(codes) == {401}
+    refused = request_token(client, "acme", client_id, secret)
+    assert refused.status_code == 429
+    assert refused.get_json()["code"] == "rate_limited"
+    # Another tenant's endpoint keeps its own budget.
+    other_id, other_secret = new_client(db, other_tenant, ["users.read"])
+    assert request_token(client, "globex", other_id, other_secret).status_code == 200
+
+
 def test_token_endpoint_refuses_bad_client_credentials_and_grants(client, db, tenant):
     client_id, secret = new_client(db, tenant, ["users.read"])
     wrong = request_token(client, "acme", client_id, secret + "x")
