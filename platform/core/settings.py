@@ -84,6 +84,9 @@ class Settings:
     token_requests_per_minute: int = 60
     default_locale: str = "en"
     web_workers: int = 2
+    #: Where people reach the platform, for links in mail (never taken from a request's Host header,
+    #: which a client controls). Default: http://<base domain>:<port>.
+    public_url: str = ""
     #: Reverse proxies in front of the app whose X-Forwarded-* headers are trusted (0: none).
     proxy_hops: int = 0
     log_json: bool = True
@@ -97,6 +100,12 @@ class Settings:
     @property
     def outbox_dir(self) -> Path:
         return self.var_dir / "outbox"
+
+    def tenant_link(self, slug: str, path: str) -> str:
+        """An absolute link into a tenant's site for mail: ``<public url>/t/<slug><path>``, or
+        ``<public url><path>`` for the single tenant of an intranet install."""
+        base = self.public_url or f"http://{self.base_domain}:{self.port}"
+        return f"{base}{path}" if self.single_tenant else f"{base}/t/{slug}{path}"
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -138,11 +147,16 @@ class Settings:
             "single_tenant": single,
             "smtp_url": get("SMTP_URL"),
         }
+        public_url = get("PUBLIC_URL")
+        if public_url is not None and not public_url.startswith(("http://", "https://")):
+            msg = f"COURTYARD_PUBLIC_URL must start with http:// or https://, got {public_url!r}"
+            raise ConfigError(msg)
         for field_name, parse in _OPTIONAL.items():
             raw = get(field_name.upper())
             if raw is not None:
                 kwargs[field_name] = parse(f"COURTYARD_{field_name.upper()}", raw)
-        return cls(**kwargs)  # type: ignore[arg-type]
+        settings = cls(**kwargs)  # type: ignore[arg-type]
+        return replace(settings, public_url=(public_url or f"http://{settings.base_domain}:{settings.port}").rstrip("/"))
 
 
 def _persistent_secret(var_dir: Path) -> str:

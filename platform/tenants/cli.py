@@ -244,9 +244,7 @@ def users_create(slug: str, email: str, role: str, name: str | None, password: s
             address = invitation.email
     if not password:
         settings = _rt().settings
-        link = f"http://{slug}.{settings.base_domain}:{settings.port}/invitation/{token.secret}"
-        if settings.single_tenant:
-            link = f"http://{settings.base_domain}:{settings.port}/invitation/{token.secret}"
+        link = settings.tenant_link(slug, f"/invitation/{token.secret}")
         where = make_mailer(settings.smtp_url, settings.outbox_dir, settings.mail_from).send(Mail(
             to=address, subject=f"You are invited to {tenant.name} on Courtyard",
             text=f"You are invited to {tenant.name}.\n\nAccept within 7 days:\n\n{link}\n"))

@@ -402,6 +402,7 @@ def create_user(session: Session, actor: Actor, *, email: str, name: str | None 
         msg = f"A user with e-mail {email} already exists."
         raise EmailTaken(msg, field_errors={"email": ["Already in use."]})
     role_obj = get_role(session, role)
+    _may_assign(actor, role_obj)
     if department_id is not None:
         get_department(session, department_id)
     user = User(email=email, name=clean_name(name or email.split("@")[0]), role_id=role_obj.id,
@@ -425,13 +426,15 @@ def update_user(session: Session, actor: Actor, user_id: uuid.UUID, *, name: str
     self_service = actor.id == user.id and role is None and department_id == "keep"
     if not self_service:
         require(actor, perms.USERS_MANAGE)
+        _may_assign(actor, user.role)  # nobody edits someone who may do more than they may
     if expected_version is not None and expected_version != user.version:
         msg = "This user was changed by someone else; reload and try again."
         raise Conflict(msg, code="version_conflict")
     before = snapshot(user, USER_FIELDS)
     # One UPDATE (one version step) for the whole edit: lookups below must not flush half of it.
     with session.no_autoflush:
-        _apply_user_changes(session, user, name=name, role=role, department_id=department_id, locale=locale)
+        _apply_user_changes(session, actor, user, name=name, role=role, department_id=department_id,
+                            locale=locale)
     user.updated_by = _uid(actor)
     session.flush()
     after = snapshot(user, USER_FIELDS)
@@ -440,12 +443,14 @@ def update_user(session: Session, actor: Actor, user_id: uuid.UUID, *, name: str
     return user
 
 
-def _apply_user_changes(session: Session, user: User, *, name: str | None, role: str | None,
+def _apply_user_changes(session: Session, actor: Actor, user: User, *, name: str | None, role: str | None,
                         department_id: uuid.UUID | str | None, locale: str | None) -> None:
     if name is not None:
         user.name = clean_name(name)
     if role is not None:
         new_role = get_role(session, role)
+        if new_role.id != user.role_id:
+            _may_assign(actor, new_role)
         if user.role.key == "admin" and new_role.key != "admin":
             _ensure_other_admin(session, user)
         user.role_id = new_role.id
@@ -460,7 +465,19 @@ def _apply_user_changes(session: Session, user: User, *, name: str | None, role:
         user.locale = locale
 
 
+def _may_assign(actor: Actor, role: Role) -> None:
+    """Managing users never escalates: only someone holding every function of a role may give it to
+    a user, or edit or deactivate a user who has it (so a user manager cannot make anyone admin)."""
+    if not role.effective_permissions <= actor.permissions:
+        msg = "You cannot give anyone, or manage anyone who has, functions you do not have yourself."
+        raise PermissionDenied(msg)
+
+
 def _ensure_other_admin(session: Session, user: User) -> None:
+    # Lock the active administrators' rows first: two admins demoting each other at the same moment
+    # would otherwise both see the other one and leave the workspace with none.
+    session.execute(select(User.id).join(Role).where(Role.key == "admin", User.active.is_(True))
+                    .with_for_update(of=User))
     others = session.scalar(
         select(func.count()).select_from(User).join(Role)
         .where(Role.key == "admin", User.active.is_(True), User.id != user.id))
@@ -473,6 +490,7 @@ def set_active(session: Session, actor: Actor, user_id: uuid.UUID, active: bool)
     """Deactivating frees the seat at once and ends the user's sessions (checked on every request)."""
     require(actor, perms.USERS_MANAGE)
     user = get_user(session, user_id)
+    _may_assign(actor, user.role)
     if user.active == active:
         return user
     if not active:
@@ -548,6 +566,7 @@ def invite(session: Session, actor: Actor, *, email: str, role: str, name: str =
         msg = f"{address} is already a user of this workspace."
         raise EmailTaken(msg, field_errors={"email": ["Already a user."]})
     role_obj = get_role(session, role)
+    _may_assign(actor, role_obj)
     if department_id is not None:
         get_department(session, department_id)
     # A new invitation replaces any open one for the same address.

@@ -26,6 +26,7 @@ from core.errors import DomainError, TooManyRequests
 from core.i18n import LOCALE_NAMES, translate
 from core.mail import Mail
 from core.permissions import Actor, catalog
+from core.tenancy import BoundTenant
 from tenants import permissions as perms
 from tenants import services
 from tenants.context import (
@@ -50,6 +51,13 @@ def _actor() -> Actor:
     actor = current_actor()
     assert actor is not None  # guaranteed by login_required
     return actor
+
+
+def _mail_link(tenant: BoundTenant, endpoint: str, **values: Any) -> str:
+    """Links in mail come from the configured public URL, never from the request's Host header (a
+    forged Host would otherwise send a reset token to someone else's server)."""
+    path = url_for(endpoint, **values).removeprefix(request.script_root)
+    return runtime().settings.tenant_link(tenant.slug, path)
 
 
 def _both(message: str, *, sep: str = " · ", **params: object) -> str:
@@ -181,16 +189,17 @@ def sign_in_page() -> Any:
     email = request.form.get("email", "").strip().lower()
     password = request.form.get("password", "")
     # Two throttles: per account (guessing one password) and per address (spraying many accounts).
+    # Each attempt is counted before the password is checked (one atomic INCR): counting only after
+    # a failure would let parallel requests all pass the check while argon2 runs.
     keys = (f"login:{tenant.id}:{email}", f"login-ip:{_client_ip()}")
-    limits = (rt.settings.login_attempts, rt.settings.login_attempts * 6)
+    limits = (rt.settings.login_attempts, rt.settings.login_attempts * 20)
     window = rt.settings.login_window_s
-    if any(rt.limiter.count(k, window_s=window) >= lim for k, lim in zip(keys, limits, strict=True)):
+    within = [rt.limiter.hit(k, limit=lim, window_s=window) for k, lim in zip(keys, limits, strict=True)]
+    if not all(within):
         return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
                                error="Too many failed attempts. Wait a few minutes and try again."), 429
     user = services.authenticate(db_session(), email, password)
     if user is None:
-        for key in keys:
-            rt.limiter.hit(key, limit=1 << 30, window_s=rt.settings.login_window_s)
         return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
                                error="Wrong e-mail or password."), 401
     rt.limiter.reset(keys[0], window_s=rt.settings.login_window_s)
@@ -236,7 +245,7 @@ def forgot() -> Any:
     issued = services.request_password_reset(db_session(), request.form.get("email", ""))
     if issued is not None:
         user, token = issued
-        link = url_for("staff.reset", token=token.secret, _external=True)
+        link = _mail_link(tenant, "staff.reset", token=token.secret)
         send_mail(db_session(), tenant, Mail(
             to=user.email, subject=_both("Reset your {name} password", name=tenant.name),
             text=_both("Open this link within two hours to choose a new password:", sep="\n")
@@ -329,7 +338,7 @@ def invite() -> Any:
                            invitations=services.pending_invitations(session_db, _actor()),
                            roles=services.list_roles(session_db), departments=services.department_tree(session_db),
                            seats=services.seats_used(session_db), can_manage=True)
-    link = url_for("staff.accept", token=token.secret, _external=True)
+    link = _mail_link(tenant, "staff.accept", token=token.secret)
     send_mail(session_db, tenant, Mail(
         to=invitation.email, subject=_both("You are invited to {name} on Courtyard", name=tenant.name),
         text=_both("{who} invited you to {name}. Accept within 7 days:", sep="\n", who=_actor().label,

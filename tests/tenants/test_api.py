@@ -731,3 +731,19 @@ def test_the_caller_is_settled_before_the_body_is_read(client, db, tenant, other
     assert_error(checked(client.get("/api/v1/audit-log?limit=x", headers=host("acme"))), 401, "not_authenticated")
     # With the right token the same body is judged on its fields.
     assert "bogus" in assert_error(api(client, "POST", "/api/v1/users", admin_token, json=bad), 422)["errors"]
+
+
+def test_a_user_manager_cannot_create_or_promote_anyone_to_a_bigger_role(client, db, tenant):
+    limited = token(client, db, tenant, ["users.read", "users.manage"])
+    created = api(client, "POST", "/api/v1/users", limited,
+                  json={"email": "mole@acme.test", "role": "admin", "password": "a long enough secret"})
+    assert created.status_code == 403
+    assert created.get_json()["code"] == "forbidden"
+    ok = api(client, "POST", "/api/v1/users", limited,
+             json={"email": "clerk@acme.test", "role": "sales", "password": "a long enough secret"})
+    assert ok.status_code == 201
+    promoted = api(client, "PATCH", f"/api/v1/users/{ok.get_json()['id']}", limited, json={"role": "admin"})
+    assert promoted.status_code == 403
+    with db.transaction(tenant) as s:
+        assert services.find_user_by_email(s, "mole@acme.test") is None
+        assert services.find_user_by_email(s, "clerk@acme.test").role.key == "sales"
