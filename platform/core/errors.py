@@ -41,6 +41,13 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class PreconditionFailed(DomainError):
+    """An If-Match (or expected version) no longer matches the record: RFC 9110's 412."""
+
+    status = 412
+    code = "version_conflict"
+
+
 class PermissionDenied(DomainError):
     status = 403
     code = "forbidden"

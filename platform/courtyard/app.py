@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+import psycopg
 from flask import Flask, Response, g, jsonify, render_template, request
 from flask_smorest import Api
 from marshmallow import Schema, fields
@@ -13,6 +14,7 @@ from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
 from core.db import Database, make_engine
@@ -215,8 +217,22 @@ def _register_error_handlers(app: Flask) -> None:
             message = "The request has invalid fields."
         return error_response(status, code, message, field_errors)
 
+    @app.errorhandler(psycopg.DataError)
+    def unstorable_value(_exc: psycopg.DataError) -> Response:
+        # Raised by the driver on values PostgreSQL cannot take (a NUL character, say); nothing was
+        # written, the request's transaction is rolled back.
+        return error_response(400, "invalid_value", "The request contains a value that cannot be stored "
+                                                    "(for example a NUL character).")
+
+    @app.errorhandler(StaleDataError)
+    def concurrent_edit(_exc: StaleDataError) -> Response:
+        return error_response(409, "version_conflict",
+                              "This record was changed by someone else at the same time; reload and try again.")
+
     @app.errorhandler(DBAPIError)
     def database_error(exc: DBAPIError) -> Response:
+        if isinstance(exc.orig, psycopg.DataError):
+            return unstorable_value(exc.orig)
         if exc.connection_invalidated:
             # The server dropped the connection (restart, failover); the pool has been emptied and
             # the next attempt gets a fresh one. Nothing of this request was committed.

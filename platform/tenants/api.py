@@ -36,7 +36,7 @@ def _expected_version() -> int | None:
     if not header:
         return None
     value = header.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise DomainError("If-Match must be an ETag this API returned (W/\"<version>\").", code="bad_if_match")
     return int(value)
 

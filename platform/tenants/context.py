@@ -25,9 +25,11 @@ from core.logs import request_id_var, tenant_var
 from core.mail import Mailer
 from core.permissions import Actor
 from core.ratelimit import RateLimiter
+from core.security import digest
 from core.settings import Settings
-from core.tenancy import BoundTenant, slug_from_host
+from core.tenancy import SLUG_RE, BoundTenant, slug_from_host
 from tenants import services
+from tenants.errors import TenantNotFound
 from tenants.models import User
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -108,6 +110,8 @@ def resolve_tenant() -> None:
     slug = requested_slug(request, rt.settings)
     if slug is None:
         return
+    if not SLUG_RE.match(slug):
+        raise TenantNotFound("No such workspace.")
     session = db_session()
     bearer = _bearer_token()
     if bearer:
@@ -152,7 +156,8 @@ def current_user() -> User | None:
     except (ValueError, TypeError):
         return None
     user = db_session().get(User, user_id)
-    if user is None or not user.active:
+    if user is None or not user.active or session.get("pw") != password_mark(user):
+        # Deactivated, deleted, or the password changed since this session signed in: it ends here.
         session.clear()
         return None
     g.user = user
@@ -178,10 +183,22 @@ def sign_in(user: User, tenant: BoundTenant) -> None:
     session["tenant_id"] = str(tenant.id)
     session["user_id"] = str(user.id)
     session["csrf"] = secrets.token_urlsafe(24)
+    session["pw"] = password_mark(user)
     session["locale"] = user.locale or locale
     g.user_loaded = True
     g.user = user
     g.actor = None
+
+
+def password_mark(user: User) -> str:
+    """A short fingerprint of the password hash kept in the session: changing or resetting the
+    password changes it, which ends every other session of that user."""
+    return digest(user.password_hash or "")[:16]
+
+
+def refresh_password_mark(user: User) -> None:
+    """Keep the session that changed the password signed in."""
+    session["pw"] = password_mark(user)
 
 
 def sign_out() -> None:

@@ -18,7 +18,15 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.db import CourtyardSession, TenantBase, bind_tenant, tenant_options, utcnow
-from core.errors import Conflict, NotFound, PermissionDenied, TenantGoneError, TenantUnavailable, ValidationFailed
+from core.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    TenantGoneError,
+    TenantUnavailable,
+    ValidationFailed,
+)
 from core.permissions import Actor, known
 from core.security import digest, hash_password, new_secret, password_problem, verify_password
 from core.tenancy import BoundTenant, schema_for, validate_slug
@@ -429,7 +437,7 @@ def update_user(session: Session, actor: Actor, user_id: uuid.UUID, *, name: str
         _may_assign(actor, user.role)  # nobody edits someone who may do more than they may
     if expected_version is not None and expected_version != user.version:
         msg = "This user was changed by someone else; reload and try again."
-        raise Conflict(msg, code="version_conflict")
+        raise PreconditionFailed(msg)
     before = snapshot(user, USER_FIELDS)
     # One UPDATE (one version step) for the whole edit: lookups below must not flush half of it.
     with session.no_autoflush:

@@ -36,6 +36,7 @@ from tenants.context import (
     db_session,
     login_required,
     permission_required,
+    refresh_password_mark,
     runtime,
     sign_in,
     sign_out,
@@ -456,6 +457,7 @@ def profile() -> Any:
     try:
         services.change_password(db_session(), _actor(), user.id, request.form.get("current_password", ""),
                                  request.form.get("new_password", ""))
+        refresh_password_mark(user)
     except DomainError as exc:
         db_session().rollback()
         return _form_error("staff/profile.html", exc)

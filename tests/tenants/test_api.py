@@ -407,7 +407,7 @@ def test_users_create_list_read_and_update(client, db, tenant, admin_token):
     assert_error(checked(client.get("/api/v1/users/not-a-uuid", headers=bearer(admin_token))), 404)
 
 
-def test_patch_with_a_stale_if_match_is_a_409_and_changes_nothing(client, db, tenant, admin_token):
+def test_patch_with_a_stale_if_match_is_a_412_and_changes_nothing(client, db, tenant, admin_token):
     user = api(client, "POST", "/api/v1/users", admin_token, json={"email": "han.meimei@acme.test"}).get_json()
     path = f"/api/v1/users/{user['id']}"
     etag = api(client, "GET", path, admin_token).headers["ETag"]
@@ -416,10 +416,10 @@ def test_patch_with_a_stale_if_match_is_a_409_and_changes_nothing(client, db, te
     assert first.headers["ETag"] != etag
     # A second writer still holding the old ETag loses, and nothing of its change lands.
     second = api(client, "PATCH", path, admin_token, json={"name": "Second"}, headers={"If-Match": etag})
-    assert_error(second, 409, "version_conflict")
+    assert_error(second, 412, "version_conflict")
     assert api(client, "GET", path, admin_token).get_json()["name"] == "First"
     stale_active = api(client, "PATCH", path, admin_token, json={"active": False}, headers={"If-Match": etag})
-    assert_error(stale_active, 409, "version_conflict")
+    assert_error(stale_active, 412, "version_conflict")
     assert api(client, "GET", path, admin_token).get_json()["active"] is True
     assert_error(api(client, "PATCH", path, admin_token, json={"name": "x"}, headers={"If-Match": "yesterday"}),
                  400, "bad_if_match")
@@ -747,3 +747,20 @@ def test_a_user_manager_cannot_create_or_promote_anyone_to_a_bigger_role(client,
     with db.transaction(tenant) as s:
         assert services.find_user_by_email(s, "mole@acme.test") is None
         assert services.find_user_by_email(s, "clerk@acme.test").role.key == "sales"
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), [
+    ("GET", "/api/v1/users?q=%00", {}),
+    ("POST", "/api/v1/departments", {"json": {"name": "Bad\u0000Name"}}),
+    ("PATCH", "/api/v1/users/{me}", {"headers": {"If-Match": 'W/"\u00b2"'}, "json": {"name": "x"}}),
+])
+def test_nul_bytes_and_odd_digits_are_a_4xx_never_a_500(client, db, tenant, admin_token, method, path, kwargs):
+    with db.transaction(tenant) as s:
+        me = services.find_user_by_email(s, "admin@acme.test").id
+    response = api(client, method, path.format(me=me), admin_token, **kwargs)
+    assert 400 <= response.status_code < 500
+    assert response.get_json()["code"] in ("invalid_value", "bad_if_match", "validation_failed")
+
+
+def test_a_nul_in_the_tenant_path_is_a_404(client, tenant):
+    assert client.get("/t/a%00b/sign-in").status_code == 404

@@ -791,3 +791,17 @@ def test_mail_links_never_follow_a_forged_host_header(client, settings, tenant) 
     body = mail.get_body(preferencelist=("plain",)).get_content()
     assert "evil.example" not in body
     assert "http://localhost:8000/t/acme/reset/" in body
+
+
+def test_changing_the_password_ends_the_other_sessions(app, client, tenant) -> None:
+    from tests.conftest import PASSWORD, csrf_of
+
+    other = app.test_client()
+    assert sign_in(other, "acme").status_code == 302
+    assert other.get("/home", headers=ACME).status_code == 200
+    assert sign_in(client, "acme").status_code == 302
+    token = csrf_of(client, "acme")
+    assert client.post("/profile", headers=ACME, data={
+        "csrf_token": token, "current_password": PASSWORD, "new_password": "a fresh strong secret"}).status_code == 302
+    assert client.get("/home", headers=ACME).status_code == 200, "the session that changed it stays"
+    assert other.get("/home", headers=ACME).status_code == 302, "every other session ends"
