@@ -624,7 +624,6 @@ def open_invitation(session: Session, secret: str) -> Invitation:
 def accept_invitation(session: Session, secret: str, *, name: str, password: str) -> User:
     inv = open_invitation(session, secret)
     if find_user_by_email(session, inv.email) is not None:
-        inv.accepted_at = utcnow()
         raise EmailTaken("This address already has an account; sign in instead.")
     user = User(email=inv.email, name=clean_name(name or inv.name or inv.email.split("@")[0]),
                 password_hash=hash_password(check_password(password)), role_id=inv.role_id,
