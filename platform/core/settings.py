@@ -53,6 +53,10 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "web_workers": lambda n, v: _int(n, v, 1),
     "proxy_hops": lambda n, v: _int(n, v, 0),
     "token_requests_per_minute": lambda n, v: _int(n, v, 1),
+    "session_ttl_s": lambda n, v: _int(n, v, 60),
+    "token_ttl_s": lambda n, v: _int(n, v, 60),
+    "login_attempts": lambda n, v: _int(n, v, 1),
+    "login_window_s": lambda n, v: _int(n, v, 10),
     "log_json": _bool,
     "default_locale": _locale,
 }

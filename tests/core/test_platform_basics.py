@@ -127,3 +127,15 @@ def test_a_dropped_database_connection_is_a_503_then_recovers(settings, redis_cl
         assert client.get("/sign-in", headers=host(slug)).status_code == 200
     finally:
         web_engine.dispose()
+
+
+def test_lifetimes_and_throttles_are_settable(tmp_path):
+    settings = Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_SESSION_TTL_S": "120",
+                                  "COURTYARD_TOKEN_TTL_S": "600", "COURTYARD_LOGIN_ATTEMPTS": "3",
+                                  "COURTYARD_PUBLIC_URL": "https://crm.example.com/"})
+    assert (settings.session_ttl_s, settings.token_ttl_s, settings.login_attempts) == (120, 600, 3)
+    assert settings.tenant_link("acme", "/reset/x") == "https://crm.example.com/t/acme/reset/x"
+    with pytest.raises(ConfigError, match="at least 60"):
+        Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_SESSION_TTL_S": "5"})
+    with pytest.raises(ConfigError, match="http:// or https://"):
+        Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_PUBLIC_URL": "crm.example.com"})
