@@ -7,7 +7,6 @@ endpoint answers on the tenant's host only and finds only that tenant's clients,
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -17,7 +16,6 @@ from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from flask import Flask, Request, Response, g, request
 
-from core.db import utcnow
 from core.errors import DomainError, TooManyRequests
 from core.security import digest, same
 from tenants import services
@@ -121,11 +119,7 @@ def _save_token(token: dict[str, Any], request: Any) -> None:
     scopes = (token.get("scope") or "").split()
     # Authlib generated the secret; we keep only its digest and our own expiry.
     ttl = int(token.get("expires_in") or runtime().settings.token_ttl_s)
-    secret = token["access_token"]
-    row = OAuthToken(tenant_id=client.row.tenant_id, client_pk=client.row.id, token_digest=digest(secret),
-                     scopes=sorted(set(scopes)), expires_at=utcnow() + dt.timedelta(seconds=ttl))
-    db_session().add(row)
-    db_session().flush()
+    services.store_token(db_session(), client.row, token["access_token"], scopes, ttl)
 
 
 def register(app: Flask) -> None:

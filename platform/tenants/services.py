@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import RowMapping, func, select, text, update
+from sqlalchemy import RowMapping, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,7 @@ from core.errors import (
     ValidationFailed,
 )
 from core.permissions import Actor, known
-from core.security import digest, hash_password, new_secret, password_problem, verify_password
+from core.security import digest, hash_password, needs_rehash, new_secret, password_problem, verify_password
 from core.tenancy import BoundTenant, schema_for, validate_slug
 from tenants import permissions as perms
 from tenants.errors import EmailTaken, InvalidToken, SlugTaken, TenantNotFound
@@ -141,24 +141,21 @@ def get_tenant(session: Session, slug: str) -> Tenant:
     return tenant
 
 
-_TENANT_BY_SLUG = text("SELECT id, slug, name, status FROM shared.tenants WHERE slug = :slug")
-
-
+# Driver-level SQL (psycopg placeholders) for the lookups every request makes; see _driver_row.
+_TENANT_BY_SLUG_SQL = "SELECT id, slug, name, status FROM shared.tenants WHERE slug = %(slug)s"
+# A live token and its client: unknown, expired and revoked tokens (or clients) find nothing.
+_LIVE_GRANT_SQL = """
+    SELECT t.tenant_id, c.client_id, c.name AS client_name, t.scopes
+    FROM shared.oauth_tokens t JOIN shared.oauth_clients c ON c.id = t.client_pk
+    WHERE t.token_digest = %(digest)s AND t.revoked_at IS NULL AND t.expires_at > now()
+      AND c.revoked_at IS NULL"""
 # The tenant and, when the request carries one, its bearer token in one round trip. The token side is
 # a LEFT JOIN on the token's own digest, so a token of another tenant still comes back (with its own
 # tenant_id) and the caller answers it with the same 404 as an unknown object.
-_TENANT_AND_TOKEN = text("""
+_TENANT_AND_TOKEN_SQL = f"""
     SELECT n.id, n.slug, n.name, n.status, k.tenant_id, k.client_id, k.client_name, k.scopes
-    FROM shared.tenants n
-    LEFT JOIN (SELECT t.tenant_id, c.client_id, c.name AS client_name, t.scopes
-               FROM shared.oauth_tokens t JOIN shared.oauth_clients c ON c.id = t.client_pk
-               WHERE t.token_digest = :digest AND t.revoked_at IS NULL AND t.expires_at > now()
-                 AND c.revoked_at IS NULL) k ON true
-    WHERE n.slug = :slug""")
-
-
-_TENANT_BY_SLUG_SQL = str(_TENANT_BY_SLUG).replace(":slug", "%(slug)s")
-_TENANT_AND_TOKEN_SQL = str(_TENANT_AND_TOKEN).replace(":slug", "%(slug)s").replace(":digest", "%(digest)s")
+    FROM shared.tenants n LEFT JOIN ({_LIVE_GRANT_SQL}) k ON true
+    WHERE n.slug = %(slug)s"""
 
 
 def _driver_row(session: Session, sql: str, params: dict[str, object]) -> tuple[Any, ...] | None:
@@ -340,12 +337,8 @@ def delete_tenant(session: Session, slug: str) -> Tenant:
 USER_FIELDS = ("email", "name", "role_id", "department_id", "active", "locale")
 
 
-def effective_permissions(role: Role) -> frozenset[str]:
-    return role.effective_permissions
-
-
 def actor_for(user: User, *, request_id: str | None = None, ip: str | None = None) -> Actor:
-    return Actor(id=user.id, label=user.email, permissions=effective_permissions(user.role), kind="user",
+    return Actor(id=user.id, label=user.email, permissions=user.role.effective_permissions, kind="user",
                  request_id=request_id, ip=ip)
 
 
@@ -530,17 +523,11 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     # A bulk UPDATE leaves the row's version alone: signing in is not an edit, and must not make
     # an ETag someone holds for this user stale.
     values: dict[str, Any] = {"last_login_at": utcnow()}
-    if user.password_hash and _needs_rehash(user.password_hash):
+    if user.password_hash and needs_rehash(user.password_hash):
         values["password_hash"] = hash_password(password)
     session.execute(update(User).where(User.id == user.id).values(**values),
                     execution_options={"synchronize_session": "fetch"})
     return user
-
-
-def _needs_rehash(password_hash: str) -> bool:
-    from core.security import needs_rehash
-
-    return needs_rehash(password_hash)
 
 
 def change_password(session: Session, actor: Actor, user_id: uuid.UUID, current: str, new: str) -> None:
@@ -882,13 +869,20 @@ def find_client(session: Session, client_id: str) -> OAuthClient | None:
     return session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
 
 
-def issue_token(session: Session, client: OAuthClient, scopes: Sequence[str], ttl_s: int) -> tuple[str, OAuthToken]:
-    secret = new_secret(32)
+def store_token(session: Session, client: OAuthClient, secret: str, scopes: Sequence[str],
+                ttl_s: int) -> OAuthToken:
+    """Record an access token by its digest only: a leaked table holds no usable token."""
     token = OAuthToken(tenant_id=client.tenant_id, client_pk=client.id, token_digest=digest(secret),
                        scopes=sorted(set(scopes)), expires_at=utcnow() + dt.timedelta(seconds=ttl_s))
     session.add(token)
     session.flush()
-    return secret, token
+    return token
+
+
+def issue_token(session: Session, client: OAuthClient, scopes: Sequence[str], ttl_s: int) -> tuple[str, OAuthToken]:
+    """A new token for ``client`` without the token endpoint (the CLI and tests)."""
+    secret = new_secret(32)
+    return secret, store_token(session, client, secret, scopes, ttl_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -901,13 +895,7 @@ class TokenInfo:
 
 def check_token(session: Session, secret: str) -> TokenInfo | None:
     """A live token's binding, in one indexed query; None for unknown, expired or revoked tokens."""
-    row = session.connection().execute(
-        text("""SELECT t.tenant_id, c.client_id, c.name, t.scopes FROM shared.oauth_tokens t
-                JOIN shared.oauth_clients c ON c.id = t.client_pk
-                WHERE t.token_digest = :d AND t.revoked_at IS NULL AND t.expires_at > now()
-                  AND c.revoked_at IS NULL"""),
-        {"d": digest(secret)},
-    ).first()
+    row = _driver_row(session, _LIVE_GRANT_SQL, {"digest": digest(secret)})
     if row is None:
         return None
     return TokenInfo(row[0], row[1], row[2], frozenset(row[3]))
