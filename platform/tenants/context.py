@@ -261,12 +261,10 @@ def api_actor() -> Actor:
             raise NotFound("Not found.")
         g.actor = Actor(id=None, label=f"client:{info.client_id}", permissions=info.scopes, kind="client",
                         request_id=g.get("request_id"), ip=request.remote_addr)
-        g.api_via = "token"
         return cast(Actor, g.actor)
     actor = current_actor()
     if actor is None:
         raise NotAuthenticated("Sign in or send a bearer token.")
-    g.api_via = "session"
     return actor
 
 

@@ -14,7 +14,7 @@ from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc7009 import RevocationEndpoint
-from flask import Flask, Request, Response, g, request
+from flask import Flask, Request, Response, request
 
 from core.errors import DomainError, TooManyRequests
 from core.security import digest, same
@@ -138,8 +138,6 @@ def register(app: Flask) -> None:
                               window_s=60):
             raise TooManyRequests("Too many token requests; try again in a minute.")
         response: Response = server.create_token_response()
-        if response.status_code == 200:
-            g.oauth_ok = True
         return response
 
     def revoke() -> Response:

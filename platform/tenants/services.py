@@ -17,7 +17,7 @@ from sqlalchemy import RowMapping, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from core.db import CourtyardSession, TenantBase, bind_tenant, tenant_options, utcnow
+from core.db import TenantBase, bind_tenant, tenant_options, utcnow
 from core.errors import (
     Conflict,
     NotFound,
@@ -835,12 +835,10 @@ def create_client(session: Session, actor: Actor, tenant: BoundTenant, *, name: 
 
 def _audit_in_tenant(session: Session, actor: Actor, tenant: BoundTenant, action: str, entity_id: str,
                      after: dict[str, Any] | None) -> None:
-    if isinstance(session, CourtyardSession) and session.info.get("tenant") == tenant:
-        audit(session, actor, action, "oauth_client", entity_id, after=after)
-    else:
-        tsession = bind_tenant(session, tenant)
-        audit(tsession, actor, action, "oauth_client", entity_id, after=after)
-        tsession.flush()
+    # Clients live in the control plane, their audit trail in the tenant: a session not yet bound
+    # (the CLI) is bound here; one bound to another tenant is refused by bind_tenant.
+    audit(bind_tenant(session, tenant), actor, action, "oauth_client", entity_id, after=after)
+    session.flush()
 
 
 def list_clients(session: Session, actor: Actor, tenant: BoundTenant) -> list[OAuthClient]:

@@ -70,11 +70,11 @@ def _client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
-def _safe_next(target: str | None) -> str:
+def _safe_next(target: str | None, fallback: str = "staff.home") -> str:
     """Only same-site relative paths: an open redirect would make our sign-in page a phishing tool."""
     if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
         return request.script_root + target if not target.startswith(request.script_root + "/") else target
-    return url_for("staff.home")
+    return url_for(fallback)
 
 
 def _form_error(template: str, exc: DomainError, status: int | None = None, **ctx: Any) -> tuple[str, int]:
@@ -122,14 +122,8 @@ def set_locale() -> Any:
         user = current_user()
         if user is not None:
             user.locale = locale
-    return redirect(_safe_next(request.form.get("next")) if g.get("tenant") is not None
-                    else _safe_site_next(request.form.get("next")))
-
-
-def _safe_site_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return url_for("site.index")
+    return redirect(_safe_next(request.form.get("next"),
+                               "staff.home" if g.get("tenant") is not None else "site.index"))
 
 
 # --------------------------------------------------------------------------- public site
