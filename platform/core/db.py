@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -65,12 +64,7 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
-def new_token(nbytes: int = 32) -> str:
-    return secrets.token_urlsafe(nbytes)
-
-
 uuid_pk = Annotated[uuid.UUID, mapped_column(primary_key=True, default=uuid7)]
-timestamp = Annotated[dt.datetime, mapped_column(DateTime(timezone=True))]
 
 
 class SharedBase(DeclarativeBase):

@@ -20,9 +20,5 @@ class RateLimiter:
         count, _ = pipe.execute()
         return int(count) <= limit
 
-    def count(self, key: str, *, window_s: int) -> int:
-        value = self.redis.get(f"rl:{key}:{int(time.time()) // window_s}")
-        return int(value) if value else 0
-
     def reset(self, key: str, *, window_s: int) -> None:
         self.redis.delete(f"rl:{key}:{int(time.time()) // window_s}")
