@@ -184,7 +184,7 @@ def sign_in_page() -> Any:
     email = request.form.get("email", "").strip().lower()
     password = request.form.get("password", "")
     # Two throttles: per account (guessing one password) and per address (spraying many accounts).
-    # Each attempt is counted before the password is checked (one atomic INCR): counting only after
+    # Each attempt is counted before the password is checked (one MULTI/EXEC): counting only after
     # a failure would let parallel requests all pass the check while argon2 runs.
     keys = (f"login:{tenant.id}:{email}", f"login-ip:{_client_ip()}")
     limits = (rt.settings.login_attempts, rt.settings.login_attempts * 20)
@@ -197,7 +197,7 @@ def sign_in_page() -> Any:
     if user is None:
         return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
                                error="Wrong e-mail or password."), 401
-    rt.limiter.reset(keys[0], window_s=rt.settings.login_window_s)
+    rt.limiter.reset(keys[0])
     sign_in(user, tenant)
     return redirect(_safe_next(request.form.get("next")))
 

@@ -139,3 +139,22 @@ def test_lifetimes_and_throttles_are_settable(tmp_path):
         Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_SESSION_TTL_S": "5"})
     with pytest.raises(ConfigError, match="http:// or https://"):
         Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_PUBLIC_URL": "crm.example.com"})
+
+
+def test_rate_limit_window_slides_instead_of_resetting_at_a_boundary(redis_client, monkeypatch):
+    # A fixed window would let five attempts at 899 s and five more at 901 s all through.
+    import core.ratelimit as ratelimit
+
+    clock = [1_000_000 * 900 - 1.0]  # one second before a multiple of the window
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    limiter = ratelimit.RateLimiter(redis_client)
+    key = f"test:{clock[0]}"
+    assert all(limiter.hit(key, limit=3, window_s=900) for _ in range(3))
+    clock[0] += 2.0  # across the old bucket boundary
+    assert not limiter.hit(key, limit=3, window_s=900)
+    clock[0] += 899.0  # the first three attempts have aged out; the blocked one still counts
+    assert limiter.hit(key, limit=3, window_s=900)
+    assert limiter.hit(key, limit=3, window_s=900)
+    assert not limiter.hit(key, limit=3, window_s=900)
+    limiter.reset(key)
+    assert limiter.hit(key, limit=3, window_s=900)
