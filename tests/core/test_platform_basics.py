@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from core import ratelimit
 from core.errors import ConfigError
 from core.logs import JsonFormatter
 from core.permissions import Actor
@@ -143,8 +144,6 @@ def test_lifetimes_and_throttles_are_settable(tmp_path):
 
 def test_rate_limit_window_slides_instead_of_resetting_at_a_boundary(redis_client, monkeypatch):
     # A fixed window would let five attempts at 899 s and five more at 901 s all through.
-    import core.ratelimit as ratelimit
-
     clock = [1_000_000 * 900 - 1.0]  # one second before a multiple of the window
     monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
     limiter = ratelimit.RateLimiter(redis_client)
