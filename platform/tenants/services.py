@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy import RowMapping, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -371,14 +371,17 @@ def list_users(session: Session, actor: Actor, *, include_inactive: bool = True,
 _USER_VIEW = (select(User.id, User.email, User.name, Role.key.label("role_key"), User.department_id,
                      User.active, User.locale, User.last_login_at, User.created_at, User.updated_at,
                      User.version)
-              .join(Role, Role.id == User.role_id))
+              .join(Role, Role.id == User.role_id)
+              .where(User.id == bindparam("user_id")))
 
 
 def view_user(session: Session, actor: Actor, user_id: uuid.UUID) -> RowMapping:
     """One user, read-only, for display (same fields and permission rule as the entity)."""
     if actor.id != user_id:
         require(actor, perms.USERS_READ)
-    row = session.connection().execute(_USER_VIEW.where(User.id == user_id)).mappings().first()
+    # Executing the one statement object (not a fresh .where() copy) lets SQLAlchemy reuse its compiled
+    # form as is; a copy is matched column by column against the cached result map on every call.
+    row = session.connection().execute(_USER_VIEW, {"user_id": user_id}).mappings().first()
     if row is None:
         raise NotFound("No such user.")
     return row
