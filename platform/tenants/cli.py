@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable
@@ -68,8 +69,10 @@ def domain_errors(fn: F) -> F:
 
 
 def _tenant_json(t: Any) -> dict[str, Any]:
+    # Always in UTC: a row read back comes in the database session's time zone, a row just created
+    # carries the application's UTC time, and `create --json` and `list --json` must print the same.
     return {"id": str(t.id), "slug": t.slug, "name": t.name, "status": t.status, "schema": f"t_{t.id.hex}",
-            "schema_revision": t.schema_revision, "created_at": t.created_at.isoformat()}
+            "schema_revision": t.schema_revision, "created_at": t.created_at.astimezone(dt.UTC).isoformat()}
 
 
 # --------------------------------------------------------------------------- tenants
