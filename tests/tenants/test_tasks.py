@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult
 
 from core.permissions import Actor
 from courtyard.runtime import celery_redis_url
@@ -21,19 +24,42 @@ from tests.conftest import PASSWORD, unique_slug
 def worker(settings, tmp_path):
     env = dict(os.environ, COURTYARD_DATABASE_URL=settings.database_url, COURTYARD_REDIS_URL=settings.redis_url,
                COURTYARD_VAR_DIR=str(tmp_path), COURTYARD_SECRET_KEY="test", COURTYARD_LOG_JSON="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "courtyard.worker", "worker", "--pool", "solo", "--loglevel", "INFO",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The worker's output goes to a file: a pipe nobody reads would block the worker once it filled up,
+    # and the file says what the worker did when an assertion below fails.
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "courtyard.worker", "worker", "--pool", "solo",
+             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     sender = Celery("test-sender", broker=celery_redis_url(settings.redis_url),
                     backend=celery_redis_url(settings.redis_url), set_as_current=False)
-    yield sender, tmp_path / "outbox", proc
+    yield Worker(sender, tmp_path / "outbox", proc, log_path)
     proc.terminate()
     try:
         proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
     sender.close()
+
+
+@dataclass
+class Worker:
+    sender: Celery
+    outbox: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+    def result(self, sent: AsyncResult, timeout: float = 60.0) -> object:
+        """The task's return value; a worker that never answers fails the test with its own output."""
+        try:
+            return sent.get(timeout=timeout)
+        except CeleryTimeout:
+            pytest.fail(f"no result from the worker within {timeout:.0f} s; its output:\n{self.log()}")
 
 
 def _wait_for(predicate, seconds: float = 30.0):
@@ -47,28 +73,27 @@ def _wait_for(predicate, seconds: float = 30.0):
 
 
 def test_worker_binds_the_tenant_and_delivers_mail(worker, committed_db):
-    sender, outbox, proc = worker
     slug = unique_slug("mail")
     with committed_db.transaction() as s:
         tenant = services.provision(s, Actor.system("test"), slug=slug, name="邮件测试 Mail Co",
                                     admin_email=f"admin@{slug}.test", admin_password=PASSWORD).tenant
-    result = sender.send_task("tenants.deliver_mail", args=[str(tenant.id), "李雷@example.cn", "欢迎", "你好 hello"])
-    assert result.get(timeout=60) is not None, "the worker delivered the message"
-    files = _wait_for(lambda: sorted(Path(outbox).glob("*.eml")))
-    assert len(files) == 1
+    result = worker.sender.send_task("tenants.deliver_mail",
+                                     args=[str(tenant.id), "李雷@example.cn", "欢迎", "你好 hello"])
+    assert worker.result(result) is not None, f"the worker delivered the message\n{worker.log()}"
+    files = _wait_for(lambda: sorted(worker.outbox.glob("*.eml")))
+    assert len(files) == 1, worker.log()
     text = files[0].read_text(encoding="utf-8", errors="replace")
     assert "example.cn" in text
-    assert proc.poll() is None, "the worker is still running"
+    assert worker.proc.poll() is None, f"the worker is still running\n{worker.log()}"
 
 
 def test_worker_drops_tasks_of_a_suspended_tenant(worker, committed_db):
-    sender, outbox, _proc = worker
     slug = unique_slug("gone")
     with committed_db.transaction() as s:
         services.provision(s, Actor.system("test"), slug=slug, name="Gone Co",
                            admin_email=f"admin@{slug}.test", admin_password=PASSWORD)
         services.set_status(s, slug, "suspended")
         tenant_id = services.get_tenant(s, slug).id
-    result = sender.send_task("tenants.deliver_mail", args=[str(tenant_id), "x@example.com", "s", "t"])
-    assert result.get(timeout=60) is None
-    assert not list(Path(outbox).glob("*.eml"))
+    result = worker.sender.send_task("tenants.deliver_mail", args=[str(tenant_id), "x@example.com", "s", "t"])
+    assert worker.result(result) is None, worker.log()
+    assert not list(worker.outbox.glob("*.eml"))
