@@ -204,6 +204,7 @@ def committed_db(engine: Engine) -> Iterator[Database]:
             if tid not in before:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "t_{tid.hex}" CASCADE')
                 conn.execute(text("DELETE FROM shared.tenants WHERE id = :id"), {"id": tid})
+                conn.execute(text("DELETE FROM shared.task_outbox WHERE tenant_id = :id"), {"id": tid})
 
 
 def unique_slug(prefix: str = "t") -> str:

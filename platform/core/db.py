@@ -239,6 +239,7 @@ class Database:
             kwargs["bind"] = self.engine
         session = CourtyardSession(**kwargs)
         session.info["tenant"] = tenant
+        session.info["database"] = self  # where the after-commit hand-over of queued tasks runs
         return session
 
     @contextmanager

@@ -1,69 +1,138 @@
-"""Celery task plumbing: tasks are sent after commit and bind their tenant themselves.
+"""Celery task plumbing: a transactional outbox, so a task queued by committed work is never lost.
 
-A task that touches tenant data takes ``tenant_id`` as its first argument; the base class looks the
-tenant up (it may have been suspended since), binds a session to it and hands it to the body.
+A unit of work that wants a task run writes it into ``shared.task_outbox`` in its own transaction
+(:func:`send_after_commit`). Nothing leaves before the commit, and nothing is left behind by a
+rollback: the row goes with the rest. Once the transaction has committed, the same process hands the
+rows to the broker and deletes them (the fast path, milliseconds later). If the process is killed
+between the commit and the hand-over, or the broker is down at that moment, the rows stay, and the
+beat task :func:`relay_outbox` hands them over within a minute. Delivery is therefore *at least
+once*: a task must tolerate running twice (the rare case of a process dying after the broker took
+the message but before the row was deleted).
+
+A task that touches tenant data takes ``tenant_id`` as its first argument and binds it itself; the
+tenant may have been suspended since the task was queued.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+import logging
+import uuid
 from typing import Any
 
-from sqlalchemy.orm import Session
+from celery import Celery, current_app, shared_task
+from kombu.exceptions import OperationalError as BrokerUnavailable
+from sqlalchemy import DateTime, Index, String, delete, event, func, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from core.db import SharedBase, uuid7
+
+log = logging.getLogger(__name__)
+
+#: A row this old is the relay's to send: the fast path has had its chance and did not delete it.
+RELAY_AFTER_S = 30
+RELAY_BATCH = 500
 
 
-class AfterCommit:
-    """Collects task sends during a unit of work and releases them only once it has committed.
+class OutboxTask(SharedBase):
+    """A task queued by committed work and not yet handed to the broker."""
 
-    A task sent before commit could run before its data exists, or for data that is then rolled back.
+    __tablename__ = "task_outbox"
+    __table_args__ = (Index("ix_task_outbox_created_at", "created_at"),
+                      {"comment": "Tasks queued by committed work, deleted once the broker has them."})
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    task: Mapped[str] = mapped_column(String(200))
+    args: Mapped[list[Any]] = mapped_column(JSONB)
+    # Refers to shared.tenants by id without a foreign key: the row must not hold up a tenant's deletion.
+    tenant_id: Mapped[uuid.UUID | None]
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+def send_after_commit(session: Session, task: str, *args: Any, tenant_id: uuid.UUID | None = None) -> None:
+    """Queue the task named ``task`` with JSON ``args``; it runs only if this unit of work commits.
+
+    For a tenant's task, pass its id both as the first argument (the task binds it) and as
+    ``tenant_id`` (deleting the tenant drops what it still had queued).
     """
-
-    def __init__(self) -> None:
-        self._pending: list[Callable[[], Any]] = []
-
-    def add(self, send: Callable[[], Any]) -> None:
-        self._pending.append(send)
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for send in pending:
-            send()
-
-    def discard(self) -> None:
-        self._pending.clear()
+    row = OutboxTask(id=uuid7(), task=task, args=list(args), tenant_id=tenant_id)
+    session.add(row)
+    session.info.setdefault("outbox", []).append(row.id)
 
 
-def pending_sends(session: Session) -> AfterCommit:
-    """The after-commit queue of a session, created on first use and drained by its commit."""
-    queue = session.info.get("after_commit")
-    if queue is None:
-        queue = AfterCommit()
-        session.info["after_commit"] = queue
-    return queue
+def _hand_over(session: Session, rows: list[OutboxTask], app: Celery) -> int:
+    """Give ``rows`` (locked by the caller) to the broker and delete them; returns how many went."""
+    sent: list[uuid.UUID] = []
+    for row in rows:
+        registered = app.tasks.get(row.task)
+        try:
+            if registered is not None:
+                # Through the task object, so eager mode (the test-suite) runs it in place. No publish
+                # retries: a broker that is down must not hold up a request; the relay retries. Nobody
+                # here waits for the result, and subscribing to it would be one more Redis connection.
+                registered.apply_async(args=tuple(row.args), retry=False, ignore_result=True)
+            else:
+                app.send_task(row.task, args=row.args, retry=False, ignore_result=True)
+        except (BrokerUnavailable, ConnectionError, OSError) as exc:
+            log.warning("broker unavailable, %d task(s) left for the relay: %s", len(rows) - len(sent), exc)
+            break
+        sent.append(row.id)
+    if sent:
+        session.execute(delete(OutboxTask).where(OutboxTask.id.in_(sent)))
+    return len(sent)
 
 
-def send_after_commit(session: Session, send: Callable[[], Any]) -> None:
-    pending_sends(session).add(send)
+def publish(database: Any, ids: list[uuid.UUID], app: Celery | None = None) -> int:
+    """Hand the committed rows ``ids`` to the broker now (the fast path after a commit)."""
+    with database.transaction() as session:
+        # SKIP LOCKED: a row the relay is sending at this moment is the relay's.
+        rows = list(session.scalars(select(OutboxTask).where(OutboxTask.id.in_(ids))
+                                    .order_by(OutboxTask.id).with_for_update(skip_locked=True)))
+        return _hand_over(session, rows, app or current_app)
+
+
+def relay(database: Any, *, older_than_s: float = RELAY_AFTER_S, batch: int = RELAY_BATCH,
+          app: Celery | None = None) -> int:
+    """Hand over rows left behind (a crash or a broker outage after their commit), oldest first."""
+    with database.transaction() as session:
+        rows = list(session.scalars(
+            select(OutboxTask)
+            # clock_timestamp, not now(): the age counts to this moment, not to this transaction's start.
+            .where(OutboxTask.created_at < func.clock_timestamp() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s))
+            .order_by(OutboxTask.created_at, OutboxTask.id).limit(batch).with_for_update(skip_locked=True)))
+        return _hand_over(session, rows, app or current_app)
 
 
 def _install_hooks() -> None:
-    from sqlalchemy import event
-
     @event.listens_for(Session, "after_commit")
     def _release(session: Session) -> None:
-        queue = session.info.get("after_commit")
-        # Only the outermost commit releases: a savepoint commit is not durable yet.
-        if queue is not None and not session.in_nested_transaction():
-            queue.flush()
+        # Only the outermost commit releases: a savepoint's commit is not durable yet.
+        if session.in_nested_transaction():
+            return
+        ids = session.info.pop("outbox", None)
+        database = session.info.get("database")
+        if ids and database is not None:
+            try:
+                publish(database, ids)
+            except Exception:
+                # The work is committed and its tasks are safe in the outbox: the caller must not see a
+                # failure it can do nothing about. The relay sends them.
+                log.exception("handing %d committed task(s) to the broker failed; the relay will", len(ids))
 
     @event.listens_for(Session, "after_soft_rollback")
     def _drop(session: Session, previous_transaction: Any) -> None:
-        queue = session.info.get("after_commit")
-        if queue is not None and previous_transaction.parent is None:
-            queue.discard()
+        if previous_transaction.parent is None:
+            session.info.pop("outbox", None)
 
 
 _install_hooks()
+
+
+@shared_task(name="core.relay_outbox")
+def relay_outbox() -> int:
+    """Beat task: send what the fast path left behind."""
+    return relay(task_runtime().db)
 
 
 class TaskRuntime:

@@ -11,10 +11,10 @@ from core.db import Database, make_engine
 from core.logs import configure_logging, task_id_var
 from core.mail import make_mailer
 from core.settings import Settings
-from core.tasks import TaskRuntime, configure_tasks
+from core.tasks import RELAY_AFTER_S, TaskRuntime, configure_tasks
 from courtyard.runtime import celery_redis_url
 
-TASK_MODULES = ["tenants.tasks"]
+TASK_MODULES = ["core.tasks", "tenants.tasks"]
 
 
 def make_celery(settings: Settings, *, eager: bool = False) -> Celery:
@@ -33,10 +33,15 @@ def make_celery(settings: Settings, *, eager: bool = False) -> Celery:
         accept_content=["json"],
         result_expires=3600,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        # Publishing: one quick retry, then give up. A request must not wait out a broker outage (kombu's
+        # default retries for ~6 s); what it queued is safe in the outbox and the relay sends it later.
+        broker_transport_options={"visibility_timeout": 3600, "max_retries": 1, "interval_start": 0,
+                                  "interval_step": 0.2, "interval_max": 0.5},
         timezone="UTC",
         beat_schedule={
             "purge-expired-tokens": {"task": "tenants.purge_expired_tokens", "schedule": 3600.0},
+            # Tasks whose hand-over to the broker failed after their commit (crash, broker outage).
+            "relay-task-outbox": {"task": "core.relay_outbox", "schedule": float(RELAY_AFTER_S)},
         },
     )
     app.set_default()

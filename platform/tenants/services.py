@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import RowMapping, bindparam, func, select, update
+from sqlalchemy import RowMapping, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from core.errors import (
 )
 from core.permissions import Actor, known
 from core.security import digest, hash_password, needs_rehash, new_secret, password_problem, verify_password
+from core.tasks import OutboxTask
 from core.tenancy import BoundTenant, schema_for, validate_slug
 from tenants import permissions as perms
 from tenants.errors import EmailTaken, InvalidToken, SlugTaken, TenantNotFound
@@ -327,6 +328,8 @@ def delete_tenant(session: Session, slug: str) -> Tenant:
                     .values(revoked_at=utcnow()))
     session.execute(update(OAuthClient).where(OAuthClient.tenant_id == tenant.id,
                                               OAuthClient.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    # Queued tasks would only find the tenant gone; their arguments (mail text) should go with it.
+    session.execute(delete(OutboxTask).where(OutboxTask.tenant_id == tenant.id))
     session.flush()
     return tenant
 

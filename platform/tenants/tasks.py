@@ -56,7 +56,8 @@ def deliver_mail(tenant_id: str, to: str, subject: str, text: str) -> str | None
 
 def send_mail(session: Session, tenant: BoundTenant, mail: Mail) -> None:
     """Queue a message; it leaves only if the surrounding unit of work commits."""
-    send_after_commit(session, lambda: deliver_mail.delay(str(tenant.id), mail.to, mail.subject, mail.text))
+    send_after_commit(session, deliver_mail.name, str(tenant.id), mail.to, mail.subject, mail.text,
+                      tenant_id=tenant.id)
 
 
 @shared_task(name="tenants.purge_expired_tokens")

@@ -17,7 +17,6 @@ from core.errors import ConfigError
 from core.logs import JsonFormatter
 from core.permissions import Actor
 from core.settings import Settings
-from core.tasks import send_after_commit
 from tests.conftest import host, sign_in
 
 
@@ -68,23 +67,6 @@ def test_request_logs_are_json_lines_with_request_id_and_tenant(client, tenant, 
     assert line["tenant"] == "acme"
     assert line["status"] == 200
     assert line["path"] == "/sign-in"
-
-
-def test_tasks_are_sent_only_after_commit(db):
-    sent: list[str] = []
-
-    def failing_unit() -> None:
-        with db.transaction() as s:
-            send_after_commit(s, lambda: sent.append("rolled back"))
-            raise RuntimeError
-
-    with pytest.raises(RuntimeError):
-        failing_unit()
-    assert sent == []
-    with db.transaction() as s:
-        send_after_commit(s, lambda: sent.append("committed"))
-        assert sent == [], "nothing leaves before the commit"
-    assert sent == ["committed"]
 
 
 def test_single_tenant_mode_serves_one_tenant_at_the_root(app, db, tenant, settings):

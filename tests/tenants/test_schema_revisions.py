@@ -67,3 +67,23 @@ def test_top_level_department_names_are_unique_in_the_database(db, connection, t
         connection.exec_driver_sql(
             f"INSERT INTO {tenant.schema}.departments (id, name, version) VALUES (gen_random_uuid(), 'Sales', 1)")
     savepoint.rollback()
+
+
+def test_the_shared_revisions_meet_the_control_plane_models(engine):
+    # The control plane is built by its Alembic tree alone: a model change without a revision shows here.
+    from alembic.autogenerate import compare_metadata
+
+    from core.db import SharedBase
+    from core.tenancy import SHARED_SCHEMA
+
+    def only_shared(name, type_, parent_names) -> bool:
+        if type_ == "schema":
+            return name == SHARED_SCHEMA
+        if type_ == "table":
+            return parent_names.get("schema_name") == SHARED_SCHEMA and name != "alembic_version"
+        return True
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_schemas": True, "include_name": only_shared,
+                                                         "compare_type": True})
+        assert compare_metadata(context, SharedBase.metadata) == []

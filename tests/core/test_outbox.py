@@ -1,0 +1,139 @@
+"""The transactional outbox: a task queued by committed work runs, whatever happens after the commit."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery, current_app, shared_task
+from sqlalchemy import func, select, update
+
+from core.tasks import OutboxTask, publish, relay, send_after_commit
+from courtyard.celery_app import make_celery
+from tenants import services
+from tests.conftest import sign_in
+from tests.tenants.test_views import flashes, mails_since, outbox, post
+
+RAN: list[str] = []
+
+
+@shared_task(name="tests.record")
+def record(value: str) -> str:
+    RAN.append(value)
+    return value
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> Iterator[None]:
+    RAN.clear()
+    yield
+    RAN.clear()
+
+
+def queued(db) -> list[OutboxTask]:
+    with db.transaction() as s:
+        return list(s.scalars(select(OutboxTask).order_by(OutboxTask.id)))
+
+
+@contextlib.contextmanager
+def broker_down(settings, tmp_path) -> Iterator[Celery]:
+    """The current Celery app, for a while, is Courtyard's, configured with a Redis nobody listens on."""
+    before = current_app._get_current_object()
+    dead = make_celery(settings.with_overrides(redis_url=f"unix://{tmp_path}/nobody.sock"))
+    try:
+        yield dead
+    finally:
+        before.set_current()
+        before.set_default()
+
+
+def test_a_task_leaves_only_after_commit_and_its_row_goes_with_it(db):
+    def failing_unit() -> None:
+        with db.transaction() as s:
+            send_after_commit(s, "tests.record", "rolled back")
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        failing_unit()
+    assert RAN == []
+    assert queued(db) == [], "a rollback takes the queued task with it"
+    with db.transaction() as s:
+        send_after_commit(s, "tests.record", "committed")
+        s.flush()
+        assert RAN == [], "nothing leaves before the commit"
+        assert len(queued(db)) == 1
+    assert RAN == ["committed"]
+    assert queued(db) == [], "a task the broker took is no longer in the outbox"
+
+
+def test_with_the_broker_down_the_commit_stands_and_the_relay_sends_later(db, settings, tmp_path):
+    with broker_down(settings, tmp_path), db.transaction() as s:
+        send_after_commit(s, "tests.record", "one")
+        send_after_commit(s, "tests.record", "two")
+    assert RAN == []
+    assert [row.args for row in queued(db)] == [["one"], ["two"]], "both wait in the outbox"
+    assert relay(db) == 0, "rows younger than the relay's delay are still the fast path's"
+    assert relay(db, older_than_s=0) == 2
+    assert RAN == ["one", "two"]
+    assert queued(db) == []
+
+
+def test_the_relay_leaves_what_it_cannot_hand_over(db, settings, tmp_path):
+    with broker_down(settings, tmp_path), db.transaction() as s:
+        send_after_commit(s, "tests.record", "later")
+    with broker_down(settings, tmp_path):
+        assert relay(db, older_than_s=0) == 0
+    assert len(queued(db)) == 1
+    assert relay(db, older_than_s=0) == 1
+    assert RAN == ["later"]
+
+
+def test_publish_skips_rows_already_sent(db):
+    with db.transaction() as s:
+        send_after_commit(s, "tests.record", "once")
+        ids = list(s.info["outbox"])
+    assert RAN == ["once"]
+    assert publish(db, ids) == 0, "a second hand-over of the same ids finds nothing to send"
+    assert RAN == ["once"]
+
+
+def test_an_invitation_made_while_the_broker_is_down_is_mailed_by_the_relay(client, db, settings, tenant,
+                                                                             tmp_path):
+    assert sign_in(client, "acme").status_code == 302
+    before = outbox(settings)
+    with broker_down(settings, tmp_path):
+        response = post(client, "/admin/users/invite", {"email": "han@acme.test", "name": "韩梅梅", "role": "sales"})
+    assert response.status_code == 302, "the invitation is made: the broker is not the user's problem"
+    assert "Invitation sent to han@acme.test." in flashes(client, "/admin/users")
+    assert mails_since(settings, before) == []
+    (row,) = queued(db)
+    assert row.tenant_id == tenant.id
+    assert row.task == "tenants.deliver_mail"
+    assert relay(db, older_than_s=0) == 1
+    (mail,) = mails_since(settings, before)
+    assert mail["To"] == "han@acme.test"
+
+
+def test_deleting_a_tenant_drops_what_it_had_queued(db, settings, tenant, other_tenant, tmp_path):
+    with broker_down(settings, tmp_path):
+        for t in (tenant, other_tenant):
+            with db.transaction(t) as s:
+                send_after_commit(s, "tests.record", t.slug, tenant_id=t.id)
+    with db.transaction() as s:
+        services.delete_tenant(s, "acme")
+    assert [row.args for row in queued(db)] == [["globex"]]
+
+
+def test_rows_are_relayed_oldest_first_in_batches(db, settings, tmp_path):
+    with broker_down(settings, tmp_path):
+        for value in ("a", "b", "c"):
+            with db.transaction() as s:
+                send_after_commit(s, "tests.record", value)
+    with db.transaction() as s:  # make "c" the oldest
+        s.execute(update(OutboxTask).where(OutboxTask.args == ["c"])
+                  .values(created_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 1)))
+    assert relay(db, older_than_s=0, batch=2) == 2
+    assert RAN == ["c", "a"]
+    assert relay(db, older_than_s=0, batch=2) == 1
+    assert RAN == ["c", "a", "b"]
