@@ -13,7 +13,7 @@ from marshmallow import Schema, fields
 from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
@@ -27,7 +27,7 @@ from core.sessions import RedisSessionInterface
 from core.settings import Settings, project_root
 from tenants import api as tenants_api
 from tenants import context, oauth, views
-from tenants.context import PathPrefixMiddleware, Runtime
+from tenants.context import PathPrefixMiddleware, QueryStringMiddleware, Runtime
 
 log = logging.getLogger("courtyard")
 request_log = logging.getLogger("courtyard.request")
@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     app.session_interface = RedisSessionInterface(redis_client, ttl_s=settings.session_ttl_s,
                                                   secure=settings.secure_cookies)
     app.wsgi_app = PathPrefixMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = QueryStringMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     if settings.proxy_hops:
         # Behind a load balancer the client's address (rate limits, audit) and scheme come from
         # X-Forwarded-*; trust exactly as many hops as configured, never more.
@@ -110,9 +111,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
 
 
 def _guard_input(_: Any = None) -> None:
-    """Refuse, before any view runs, what no view should see: wrong content types and forged forms."""
-    if request.method in SAFE_METHODS:
-        return
+    """Refuse, before any view runs, what no view should see: wrong content types, forged forms, and
+    input no field can hold (the API checks the latter once it knows the caller: tenants.api)."""
+    if request.method not in SAFE_METHODS:
+        _guard_unsafe_method()
+    if not request.path.startswith("/api/"):
+        context.refuse_unusable_input()
+
+
+def _guard_unsafe_method() -> None:
     path = request.path
     if path.startswith("/api/"):
         if request.content_length and request.mimetype not in JSON_MIMETYPES:
@@ -219,13 +226,17 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(psycopg.DataError)
     def unstorable_value(_exc: psycopg.DataError) -> Response:
-        # Raised by the driver on values PostgreSQL cannot take (a NUL character, say); nothing was
-        # written, the request's transaction is rolled back.
+        # The safety net under input validation: raised by the driver on values PostgreSQL cannot take
+        # that no check caught. Nothing was written: the request's work is rolled back first (the
+        # error page loads the signed-in user through the same session).
+        log.warning("value refused by the database", extra={"fields": {"path": request.path}})
+        _discard_failed_work()
         return error_response(400, "invalid_value", "The request contains a value that cannot be stored "
                                                     "(for example a NUL character).")
 
     @app.errorhandler(StaleDataError)
     def concurrent_edit(_exc: StaleDataError) -> Response:
+        _discard_failed_work()
         return error_response(409, "version_conflict",
                               "This record was changed by someone else at the same time; reload and try again.")
 
@@ -237,6 +248,7 @@ def _register_error_handlers(app: Flask) -> None:
             # The server dropped the connection (restart, failover); the pool has been emptied and
             # the next attempt gets a fresh one. Nothing of this request was committed.
             log.warning("database connection lost", extra={"fields": {"path": request.path}})
+            _discard_failed_work()
             response = error_response(503, "database_unavailable",
                                       "The database connection was interrupted. Please retry.")
             response.headers["Retry-After"] = "1"
@@ -246,7 +258,20 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error", extra={"fields": {"path": request.path}})
+        _discard_failed_work()
         return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
+
+
+def _discard_failed_work() -> None:
+    """Roll the request's session back before an error page is rendered through it.
+
+    A failed flush leaves the session refusing every query until it is rolled back, and the page
+    shows the signed-in user (loaded through that session): without this the error page itself fails.
+    """
+    try:
+        context.rollback_request()
+    except SQLAlchemyError:
+        log.warning("rollback after a failed request failed too", exc_info=True)
 
 
 def _register_template_helpers(app: Flask) -> None:

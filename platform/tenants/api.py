@@ -2,21 +2,77 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
-from flask import request
+from flask import Request, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint, Page
+from marshmallow import missing
 from sqlalchemy import RowMapping, select
+from webargs.flaskparser import FlaskParser, is_json_request
 
 from core.errors import DomainError, NotFound
 from tenants import schemas, services
-from tenants.context import api_actor, current_tenant, current_user, db_session
+from tenants.context import (
+    api_actor,
+    current_tenant,
+    current_user,
+    db_session,
+    refuse_unusable_input,
+    refuse_unusable_json,
+)
 from tenants.models import Department, Role, User
 from tenants.permissions import CLIENTS_MANAGE, ROLES_MANAGE, USERS_READ
 
-blp = Blueprint("identity", __name__, url_prefix="/api/v1", description="Staff identity and access")
+
+def _no_constant(name: str) -> Any:
+    msg = f"{name} is not a JSON number"
+    raise ValueError(msg)
+
+
+def read_json(data: bytes) -> Any:
+    """A request body as JSON, or a 400 saying precisely why it is not usable JSON.
+
+    Beyond what webargs catches (syntax, encoding): nesting deeper than Python's recursion limit,
+    numbers of more digits than Python converts, NaN and Infinity (not JSON), and strings no column can
+    store (NUL characters, unpaired surrogates) all get their own answer instead of a 500.
+    """
+    if not data:
+        return missing  # no body: required fields are reported as missing
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DomainError("The body is not valid UTF-8.", code="invalid_json") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise DomainError(f"The body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).",
+                          code="invalid_json") from None
+    except RecursionError:
+        raise DomainError("The body is nested too deeply.", code="invalid_json") from None
+    except ValueError:
+        raise DomainError("The body holds a number JSON cannot carry (NaN, Infinity or too many digits).",
+                          code="invalid_json") from None
+    refuse_unusable_json(value)
+    return value
+
+
+class _Parser(FlaskParser):
+    """webargs' Flask parser, reading JSON bodies with :func:`read_json`."""
+
+    def _raw_load_json(self, req: Request) -> Any:
+        if not is_json_request(req):
+            return missing
+        return read_json(req.get_data(cache=True))
+
+
+class _Blueprint(Blueprint):  # type: ignore[misc]
+    ARGUMENTS_PARSER = _Parser()
+
+
+blp = _Blueprint("identity", __name__, url_prefix="/api/v1", description="Staff identity and access")
 
 
 class ListPage(Page):  # type: ignore[misc]
@@ -194,8 +250,10 @@ class ClientItem(MethodView):
 @blp.before_request
 def _authenticate_first() -> None:
     # The caller is settled before any argument is parsed: another tenant's token gets its 404 (and a
-    # missing or bad one its 401) whatever the body, never a 422 from a view it may not reach.
+    # missing or bad one its 401) whatever the body, never a 422 from a view it may not reach. Then
+    # the query and path are refused if they hold what no field can (pages: courtyard.app).
     api_actor()
+    refuse_unusable_input()
 
 
 def register(api: Api) -> None:

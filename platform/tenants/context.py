@@ -8,19 +8,22 @@ Health probes are answered without resolving any tenant. Staff pages and the API
 
 from __future__ import annotations
 
+import base64
+import re
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 from flask import Flask, Request, Response, current_app, g, request, session
 from redis import Redis
 from werkzeug.wrappers import Request as WzRequest
 
 from core.db import CourtyardSession, Database, bind_tenant
-from core.errors import NotAuthenticated, NotFound, PermissionDenied
+from core.errors import DomainError, NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
 from core.logs import request_id_var, tenant_var
 from core.mail import Mailer
 from core.permissions import Actor
@@ -36,6 +39,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 PATH_PREFIX_KEY = "courtyard.path_slug"
 #: Answered the same on every host, before (and without) any tenant lookup.
 TENANTLESS_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "static", "vendor"})
+#: Set by :class:`QueryStringMiddleware` on a request whose query string was not UTF-8.
+BAD_QUERY_KEY = "courtyard.bad_query"
+#: What a client-supplied X-Request-ID may be: visible ASCII, as logs and the audit trail carry it.
+REQUEST_ID_RE = re.compile(r"[!-~]{1,64}")
+FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 @dataclass(slots=True)
@@ -74,6 +82,30 @@ class PathPrefixMiddleware:
         return self.app(environ, start_response)
 
 
+class QueryStringMiddleware:
+    """A query string that is not UTF-8 never reaches Flask as such.
+
+    Werkzeug decodes ``request.args`` and ``request.full_path`` strictly, so raw non-UTF-8 bytes in the
+    query (which browsers never send, but any client can) would make every reader of them raise,
+    the error page and the request log included. The bytes are percent-encoded here, and the request
+    is marked so that :func:`refuse_unusable_input` answers it with a 400 that says why.
+    """
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        query = environ.get("QUERY_STRING", "")
+        if query and not query.isascii():
+            raw = query.encode("latin-1", "replace")  # WSGI strings carry the bytes as latin-1
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                environ["QUERY_STRING"] = quote(raw, safe="&=+%;,/?:@!$'()*~")
+                environ[BAD_QUERY_KEY] = True
+        return self.app(environ, start_response)
+
+
 def requested_slug(req: WzRequest, settings: Settings) -> str | None:
     if settings.single_tenant:
         # An intranet install serves its one company whatever name or IP it is reached by.
@@ -99,7 +131,9 @@ def db_session() -> CourtyardSession:
 
 def resolve_tenant() -> None:
     rt = runtime()
-    g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+    # A correlation id, logged and kept in the audit trail: one that is not visible ASCII is replaced.
+    offered = request.headers.get("X-Request-ID", "")[:64]
+    g.request_id = offered if REQUEST_ID_RE.fullmatch(offered) else uuid.uuid4().hex
     request_id_var.set(g.request_id)
     g.tenant = None
     g.actor = None
@@ -298,6 +332,100 @@ def finish_request(response: Response) -> Response:
             db.close()
     response.headers["X-Request-ID"] = g.get("request_id", "")
     return response
+
+
+def rollback_request() -> None:
+    """Discard the request's unit of work now: after a failed flush its session is unusable until rolled
+    back, and an error page still loads the signed-in user through it."""
+    db = g.get("db")
+    if db is not None:
+        db.rollback()
+
+
+# --------------------------------------------------------------------------- input no field can hold
+
+
+def text_problem(value: str) -> str | None:
+    """Why no text column can store ``value`` (PostgreSQL takes no NUL; UTF-8 has no lone surrogates)."""
+    if "\x00" in value:
+        return "nul"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "surrogate"
+    return None
+
+
+def shown_name(name: str) -> str:
+    """A field name as a message may quote it: short, and printable whatever the client sent."""
+    return name[:64].encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def refuse_text(name: str, problem: str) -> None:
+    """Refuse a field whose text no column can store, naming the field."""
+    shown = shown_name(name) or "_schema"
+    if problem == "nul":
+        raise ValidationFailed(f"The field '{shown}' contains a NUL character; remove it and try again.",
+                               field_errors={shown: ["Must not contain NUL characters."]})
+    raise ValidationFailed(f"The field '{shown}' contains an unpaired surrogate, which is not valid Unicode.",
+                           field_errors={shown: ["Not valid Unicode text."]})
+
+
+def _strings(value: Any, field: str) -> Iterator[tuple[str, str]]:
+    """Every string in a parsed JSON value (keys too), with the top-level field it belongs to."""
+    stack: list[tuple[str, Any]] = [(field, value)]
+    while stack:  # not recursive: the depth is the client's to choose
+        top, item = stack.pop()
+        if isinstance(item, str):
+            yield top, item
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                owner = top or str(key)
+                yield owner, str(key)
+                stack.append((owner, inner))
+        elif isinstance(item, list):
+            stack.extend((top, inner) for inner in item)
+
+
+def refuse_unusable_json(value: Any) -> None:
+    """A parsed JSON body: every string, at any depth, must be storable text."""
+    for name, text in _strings(value, ""):
+        problem = text_problem(text)
+        if problem:
+            refuse_text(name, problem)
+
+
+def refuse_unusable_input() -> None:
+    """The query, the path, a form and Basic credentials: refused with a precise message when they hold
+    what no field can (a query string that is not UTF-8, NUL characters), before any view reads them."""
+    if request.url_rule is None:
+        return  # no such page or method: that answer (404/405) comes first
+    if request.environ.get(BAD_QUERY_KEY):
+        raise DomainError("The query string is not valid UTF-8.", code="invalid_encoding")
+    pairs: list[tuple[str, Any]] = list(request.args.items(multi=True))
+    pairs += list((request.view_args or {}).items())
+    if request.mimetype in FORM_MIMETYPES:
+        pairs += list(request.form.items(multi=True))
+    for name, value in pairs:
+        if isinstance(value, str) and "\x00" in value:
+            refuse_text(name, "nul")
+    header = request.headers.get("Authorization", "")
+    if header[:6].lower() == "basic ":  # OAuth client credentials
+        _refuse_unusable_basic(header[6:].strip())
+
+
+def _refuse_unusable_basic(encoded: str) -> None:
+    try:
+        raw = base64.b64decode(encoded)
+    except ValueError:
+        return  # not base64 at all: the endpoint answers that itself (invalid_client)
+    try:
+        credentials = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DomainError("The Basic credentials are not valid UTF-8.", code="invalid_request") from None
+    if "\x00" in credentials:
+        raise DomainError("The Basic credentials contain a NUL character.", code="invalid_request")
 
 
 def teardown(_exc: BaseException | None) -> None:
