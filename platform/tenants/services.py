@@ -65,7 +65,7 @@ def require(actor: Actor, permission: str) -> None:
 
 def clean_email(email: str) -> str:
     value = (email or "").strip()
-    if not EMAIL_RE.match(value) or len(value) > 254:
+    if not EMAIL_RE.match(value) or len(value) > 254 or "\x00" in value:
         msg = f"'{email}' is not a valid e-mail address."
         raise ValidationFailed(msg, field_errors={"email": ["Enter a valid e-mail address."]})
     return value.lower()
@@ -75,6 +75,9 @@ def clean_name(value: str, field: str = "name", max_len: int = 200) -> str:
     value = (value or "").strip()
     if not value:
         raise ValidationFailed(f"{field.capitalize()} is required.", field_errors={field: ["Required."]})
+    if "\x00" in value:  # PostgreSQL text cannot hold it; the CLI reaches here without the web's checks
+        raise ValidationFailed(f"{field.capitalize()} must not contain NUL characters.",
+                               field_errors={field: ["Must not contain NUL characters."]})
     if len(value) > max_len:
         msg = f"{field.capitalize()} is too long (at most {max_len} characters)."
         raise ValidationFailed(msg, field_errors={field: [f"At most {max_len} characters."]})
@@ -264,6 +267,8 @@ def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_ema
     slug = validate_slug((slug or "").strip())
     name = clean_name(name, "name")
     email = clean_email(admin_email)
+    # A name given is checked (never silently cut); the default from the address may be shortened.
+    admin_name = clean_name(admin_name) if admin_name else email.split("@")[0][:200]
     check_password(admin_password)
     if find_tenant(session, slug) is not None:
         msg = f"The slug '{slug}' is already taken."
@@ -282,7 +287,7 @@ def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_ema
     create_schema(session, bt)
     tsession = bind_tenant(session, bt)
     roles = seed_roles(tsession)
-    admin = User(email=email, name=(admin_name or email.split("@")[0]).strip()[:200],
+    admin = User(email=email, name=admin_name,
                  password_hash=hash_password(admin_password), role_id=roles["admin"].id)
     tsession.add(admin)
     tsession.flush()
@@ -576,7 +581,7 @@ def invite(session: Session, actor: Actor, *, email: str, role: str, name: str =
                     .values(revoked_at=utcnow()))
     secret = new_secret()
     expires = utcnow() + INVITATION_TTL
-    inv = Invitation(email=address, name=(name or "").strip()[:200], role_id=role_obj.id,
+    inv = Invitation(email=address, name=clean_name(name) if (name or "").strip() else "", role_id=role_obj.id,
                      department_id=department_id, token_digest=digest(secret), expires_at=expires,
                      created_by=_uid(actor), updated_by=_uid(actor))
     session.add(inv)

@@ -319,6 +319,11 @@ def test_users_create_with_password_and_by_invitation(cli, cli_env: dict[str, st
     (["{slug}", "boss@{slug}.test", "--role", "sales"], "is already a user of this workspace"),
     (["nope-nope", "x@example.com", "--role", "sales", "--password", PASSWORD], "No tenant 'nope-nope'."),
     (["nope-nope", "x@example.com", "--role", "sales"], "No tenant 'nope-nope'."),
+    # An invitation's name is checked as strictly as a user's, not cut to fit.
+    (["{slug}", "x@example.com", "--role", "sales", "--name", "名" * 201], "Name is too long (at most 200"),
+    (["{slug}", "x@example.com", "--role", "sales", "--name", "a\x00b"], "Name must not contain NUL characters."),
+    (["{slug}", "x@example.com", "--role", "sales", "--name", "a\x00b", "--password", PASSWORD],
+     "Name must not contain NUL characters."),
 ])
 def test_users_create_refuses_bad_input(cli, engine: Engine, argv: list[str], message: str) -> None:
     slug = unique_slug("ubad")
