@@ -297,14 +297,16 @@ def accept(token: str) -> Any:
 @staff.get("/admin/users")
 @permission_required(perms.USERS_READ)
 def users() -> str:
+    return render_template("staff/users.html", **_users_page(query=request.args.get("q")), form={}, field_errors={})
+
+
+def _users_page(query: str | None = None) -> dict[str, Any]:
     session_db = db_session()
     can_manage = _actor().can(perms.USERS_MANAGE)
-    return render_template("staff/users.html", users=services.list_users(session_db, _actor(),
-                                                                         query=request.args.get("q")),
-                           roles=services.list_roles(session_db), departments=services.department_tree(session_db),
-                           seats=services.seats_used(session_db), can_manage=can_manage,
-                           invitations=services.pending_invitations(session_db, _actor()) if can_manage else [],
-                           form={}, field_errors={})
+    return {"users": services.list_users(session_db, _actor(), query=query), "roles": services.list_roles(session_db),
+            "departments": services.department_tree(session_db), "seats": services.seats_used(session_db),
+            "can_manage": can_manage,
+            "invitations": services.pending_invitations(session_db, _actor()) if can_manage else []}
 
 
 @staff.post("/admin/invitations/<uuid:invitation_id>/revoke")
@@ -329,10 +331,7 @@ def invite() -> Any:
                                             department_id=dept)
     except DomainError as exc:
         session_db.rollback()
-        return _form_error("staff/users.html", exc, users=services.list_users(session_db, _actor()),
-                           invitations=services.pending_invitations(session_db, _actor()),
-                           roles=services.list_roles(session_db), departments=services.department_tree(session_db),
-                           seats=services.seats_used(session_db), can_manage=True)
+        return _form_error("staff/users.html", exc, **_users_page())
     link = _mail_link(tenant, "staff.accept", token=token.secret)
     send_mail(session_db, tenant, Mail(
         to=invitation.email, subject=_both("You are invited to {name} on Courtyard", name=tenant.name),
@@ -358,8 +357,8 @@ def update_user(user_id: uuid.UUID) -> Any:
                                  department_id=_uuid_or_none(form.get("department_id")))
     except DomainError as exc:
         session_db.rollback()
-        flash(exc.message, "error")
-        return redirect(url_for("staff.users"))
+        # The page again, with the message and a 4xx: a rejected change is not a redirect to success.
+        return _form_error("staff/users.html", exc, **_users_page())
     flash("Saved.")
     return redirect(url_for("staff.users"))
 
@@ -383,9 +382,8 @@ def roles() -> Any:
                                           request.form.getlist("permissions"))
         except DomainError as exc:
             session_db.rollback()
-            flash(exc.message, "error")
-        else:
-            flash("Saved.")
+            return _form_error("staff/roles.html", exc, roles=services.list_roles(session_db), catalog=catalog())
+        flash("Saved.")
         return redirect(url_for("staff.roles"))
     return render_template("staff/roles.html", roles=services.list_roles(session_db), catalog=catalog())
 
@@ -405,11 +403,10 @@ def departments() -> Any:
                                          department_id=_uuid_or_none(form.get("id")))
         except DomainError as exc:
             session_db.rollback()
-            flash(exc.message, "error")
-        else:
-            flash("Saved.")
+            return _form_error("staff/departments.html", exc, tree=services.department_tree(session_db))
+        flash("Saved.")
         return redirect(url_for("staff.departments"))
-    return render_template("staff/departments.html", tree=services.department_tree(session_db))
+    return render_template("staff/departments.html", tree=services.department_tree(session_db), form={})
 
 
 def _required_uuid(value: str | None) -> uuid.UUID:
@@ -435,9 +432,10 @@ def clients() -> Any:
                                                  scopes=request.form.getlist("scopes"))
         except DomainError as exc:
             session_db.rollback()
-            flash(exc.message, "error")
+            return _form_error("staff/clients.html", exc, clients=services.list_clients(session_db, _actor(), tenant),
+                               catalog=catalog(), created=None)
     return render_template("staff/clients.html", clients=services.list_clients(session_db, _actor(), tenant),
-                           catalog=catalog(), created=created)
+                           catalog=catalog(), created=created, form={})
 
 
 @staff.route("/profile", methods=["GET", "POST"])

@@ -490,11 +490,12 @@ def test_the_last_admin_cannot_be_demoted_or_deactivated(app, client, db, tenant
     assert admin is not None
     assert sign_in(client, "acme").status_code == 302
     demote = post(client, f"/admin/users/{admin.id}", {"role": "sales", "department_id": ""})
-    assert demote.status_code == 302
-    assert "This is the last active administrator" in flashes(client, "/admin/users")
+    assert demote.status_code == 409
+    assert "This is the last active administrator" in page(demote)
     assert user_row(db, tenant, "admin@acme.test").role.key == "admin"  # type: ignore[union-attr]
-    assert post(client, f"/admin/users/{admin.id}", {"action": "deactivate"}).status_code == 302
-    assert "You cannot deactivate yourself." in flashes(client, "/admin/users")
+    myself = post(client, f"/admin/users/{admin.id}", {"action": "deactivate"})
+    assert myself.status_code == 409
+    assert "You cannot deactivate yourself." in page(myself)
 
     # A manager allowed to manage users still cannot remove the only administrator.
     grant = post(client, "/admin/roles", {"role": "manager", "permissions": ["users.read", "users.manage"]})
@@ -502,9 +503,10 @@ def test_the_last_admin_cannot_be_demoted_or_deactivated(app, client, db, tenant
     add_user(db, tenant, "boss@acme.test", role="manager")
     manager = app.test_client()
     assert sign_in(manager, "acme", email="boss@acme.test").status_code == 302
-    assert post(manager, f"/admin/users/{admin.id}", {"action": "deactivate"}).status_code == 302
+    refused = post(manager, f"/admin/users/{admin.id}", {"action": "deactivate"})
+    assert refused.status_code == 403
     # Refused before the last-admin rule is even reached: a user manager cannot touch an administrator.
-    assert "manage anyone who has, functions you do not have" in flashes(manager, "/admin/users")
+    assert "manage anyone who has, functions you do not have" in page(refused)
     row = user_row(db, tenant, "admin@acme.test")
     assert row is not None
     assert row.active
@@ -556,10 +558,12 @@ def test_roles_page_decides_what_a_sales_user_may_open(app, client, db, tenant) 
 
 def test_the_admin_role_cannot_be_edited_and_unknown_functions_are_refused(client, tenant) -> None:
     assert sign_in(client, "acme").status_code == 302
-    assert post(client, "/admin/roles", {"role": "admin", "permissions": []}).status_code == 302
-    assert "The administrator role always has every function." in flashes(client, "/admin/roles")
-    assert post(client, "/admin/roles", {"role": "sales", "permissions": ["launch.missiles"]}).status_code == 302
-    assert "Unknown functions: launch.missiles." in flashes(client, "/admin/roles")
+    locked = post(client, "/admin/roles", {"role": "admin", "permissions": []})
+    assert locked.status_code == 409
+    assert "The administrator role always has every function." in page(locked)
+    unknown = post(client, "/admin/roles", {"role": "sales", "permissions": ["launch.missiles"]})
+    assert unknown.status_code == 422
+    assert "Unknown functions: launch.missiles." in page(unknown)
     assert client.get("/admin/users", headers=ACME).status_code == 200
 
 
@@ -581,24 +585,27 @@ def test_department_tree_create_rename_move_and_delete(client, db, tenant) -> No
                                                "parent_id": str(sales.id)}).status_code == 302
     assert set(departments(db, tenant)) == {"Sales 销售部", "East China 华东区"}
     # Moving a department under its own child is refused, and nothing changes.
-    assert post(client, "/admin/departments", {"id": str(sales.id), "name": "Sales 销售部",
-                                               "parent_id": str(east.id)}).status_code == 302
-    assert "A department cannot be moved under itself." in flashes(client, "/admin/departments")
+    cycle = post(client, "/admin/departments", {"id": str(sales.id), "name": "Sales 销售部", "parent_id": str(east.id)})
+    assert cycle.status_code == 422
+    assert "A department cannot be moved under itself." in page(cycle)
     assert departments(db, tenant)["Sales 销售部"].parent_id is None
     # Moving to the top level is fine.
     assert post(client, "/admin/departments", {"id": str(east.id), "name": "East China 华东区",
                                                "parent_id": ""}).status_code == 302
     assert departments(db, tenant)["East China 华东区"].parent_id is None
     # Siblings need distinct names.
-    assert post(client, "/admin/departments", {"name": "Sales 销售部", "parent_id": ""}).status_code == 302
-    assert "already exists there" in flashes(client, "/admin/departments")
+    twin = post(client, "/admin/departments", {"name": "Sales 销售部", "parent_id": ""})
+    assert twin.status_code == 409
+    assert "already exists there" in page(twin)
+    assert 'value="Sales 销售部"' in page(twin), "the add form keeps what was typed"
     assert len(departments(db, tenant)) == 2
 
     # A department with children cannot be deleted until they go.
     assert post(client, "/admin/departments", {"id": str(east.id), "name": "East China 华东区",
                                                "parent_id": str(sales.id)}).status_code == 302
-    assert post(client, "/admin/departments", {"id": str(sales.id), "action": "delete"}).status_code == 302
-    assert "Move or delete its sub-departments first." in flashes(client, "/admin/departments")
+    parent = post(client, "/admin/departments", {"id": str(sales.id), "action": "delete"})
+    assert parent.status_code == 409
+    assert "Move or delete its sub-departments first." in page(parent)
     assert len(departments(db, tenant)) == 2
     assert post(client, "/admin/departments", {"id": str(east.id), "action": "delete"}).status_code == 302
     assert post(client, "/admin/departments", {"id": str(sales.id), "action": "delete"}).status_code == 302
@@ -631,8 +638,9 @@ def test_language_switch_stores_zh_and_pages_render_in_chinese(app, client, db, 
     assert sign_in(fresh, "acme").status_code == 302
     assert "欢迎，admin" in page(fresh.get("/home", headers=ACME))
     # Flashes and form errors are translated too.
-    assert post(client, "/admin/departments", {"name": "", "parent_id": ""}).status_code == 302
-    assert "请填写名称。" in flashes(client, "/admin/departments")
+    empty = post(client, "/admin/departments", {"name": "", "parent_id": ""})
+    assert empty.status_code == 422
+    assert "请填写名称。" in page(empty)
     assert post(client, "/locale", {"locale": "en", "next": "/home"}).status_code == 302
     assert "Welcome, admin" in page(client.get("/home", headers=ACME))
 
@@ -808,3 +816,23 @@ def test_changing_the_password_ends_the_other_sessions(app, client, tenant) -> N
         "csrf_token": token, "current_password": PASSWORD, "new_password": "a fresh strong secret"}).status_code == 302
     assert client.get("/home", headers=ACME).status_code == 200, "the session that changed it stays"
     assert other.get("/home", headers=ACME).status_code == 302, "every other session ends"
+
+
+def test_api_clients_page_creates_shows_the_secret_once_refuses_and_revokes(client, db, tenant) -> None:
+    assert sign_in(client, "acme").status_code == 302
+    none = post(client, "/admin/clients", {"name": "ERP 接口", "scopes": []})
+    assert none.status_code == 422
+    assert "Grant at least one scope." in page(none)
+    assert 'value="ERP 接口"' in page(none), "the form keeps the name that was typed"
+    made = post(client, "/admin/clients", {"name": "ERP 接口", "scopes": ["users.read"]})
+    assert made.status_code == 200
+    secret = re.search(r"client_secret=(\S+?)</code>", page(made))
+    client_id = re.search(r"client_id=(\S+?)</code>", page(made))
+    assert secret
+    assert client_id
+    listed = page(client.get("/admin/clients", headers=ACME))
+    assert client_id.group(1) in listed
+    assert secret.group(1) not in listed, "the secret is shown once, when it is made"
+    revoked = post(client, "/admin/clients", {"action": "revoke", "client_id": client_id.group(1)})
+    assert revoked.status_code == 200
+    assert "Client revoked; its tokens no longer work." in page(revoked)
