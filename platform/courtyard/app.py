@@ -186,6 +186,9 @@ def error_response(status: int, code: str, message: str, field_errors: dict[str,
         body: dict[str, Any] = {"status": status, "code": code, "message": message}
         if field_errors:
             body["errors"] = field_errors
+        if request.path.startswith("/oauth/"):
+            # OAuth client libraries read RFC 6749 §5.2's members; errors Authlib itself answers have them.
+            body |= {"error": "invalid_request" if status < 500 else "server_error", "error_description": message}
         response = jsonify(body)
     else:
         response = Response(render_template("error.html", status=status, code=code, message=message,

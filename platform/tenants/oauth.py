@@ -12,11 +12,13 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from flask import Flask, Request, Response, request
 
 from core.errors import DomainError, TooManyRequests
+from core.permissions import known
 from core.security import digest, same
 from tenants import services
 from tenants.context import current_tenant, db_session, runtime
@@ -98,12 +100,31 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
     ``http://acme.localhost`` and intranet hosts alike. Transport is the deployment's call: a TLS site
     (COURTYARD_SECURE_COOKIES) answers plain HTTP with a 400, any other serves it."""
 
+    def validate_requested_scope(self, scope: str | None) -> None:
+        # RFC 6749 §5.2: an unknown scope is an error (invalid_scope), not silently dropped. Known scopes
+        # the client does not hold are narrowed away by Client.get_allowed_scope, and the granted
+        # scope is returned with the token.
+        unknown = sorted(s for s in (scope or "").split() if not known(s))
+        if unknown:
+            raise InvalidScopeError(description=f"Unknown scope: {' '.join(unknown)}.")
+
     def create_oauth2_request(self, req: Any) -> FlaskOAuth2Request:
         if request.is_secure:
             return FlaskOAuth2Request(request)
         if runtime().settings.secure_cookies:
             raise DomainError("Request tokens over HTTPS.", code="insecure_transport")
         return FlaskOAuth2Request(_AsHttps(request))
+
+
+class _ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
+    def validate_requested_scope(self) -> None:
+        super().validate_requested_scope()
+        scope = self.request.payload.scope
+        # Asking only for scopes the client does not hold would yield a token that can do nothing.
+        if scope and not self.request.client.get_allowed_scope(scope):
+            raise InvalidScopeError(description="This client holds none of the requested scopes.")
 
 
 def _query_client(client_id: str) -> Client | None:
@@ -125,9 +146,8 @@ def _save_token(token: dict[str, Any], request: Any) -> None:
 def register(app: Flask) -> None:
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"client_credentials": runtime(app).settings.token_ttl_s})
     server = _Server(app, query_client=_query_client, save_token=_save_token)
-    server.register_grant(ClientCredentialsGrant)
+    server.register_grant(_ClientCredentials)
     server.register_endpoint(Revocation)
-    ClientCredentialsGrant.TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
     def token() -> Response:
         """Exchange client credentials for a bearer token on the tenant's own host."""

@@ -166,6 +166,26 @@ def test_requested_scopes_are_narrowed_to_what_the_client_holds(client, db, tena
     assert_error(api(client, "GET", "/api/v1/audit-log", tok), 403, "forbidden")
 
 
+def test_unknown_or_unheld_scopes_are_invalid_scope(client, db, tenant):
+    client_id, secret = new_client(db, tenant, ["users.read"])
+    unknown = request_token(client, "acme", client_id, secret, scope="users.read launch.missiles")
+    assert unknown.status_code == 400
+    assert unknown.get_json()["error"] == "invalid_scope"
+    assert "launch.missiles" in unknown.get_json()["error_description"]
+    unheld = request_token(client, "acme", client_id, secret, scope="users.manage")
+    assert unheld.status_code == 400
+    assert unheld.get_json()["error"] == "invalid_scope"
+
+
+def test_oauth_refusals_carry_rfc_6749_error_members(client, tenant):
+    nul = client.post("/oauth/token", headers=host("acme"),
+                      data={"grant_type": "client_credentials", "client_id": "a\x00b", "client_secret": "x"})
+    assert nul.status_code == 422
+    body = nul.get_json()
+    assert body["error"] == "invalid_request"
+    assert "NUL" in body["error_description"]
+
+
 def test_scopes_limit_what_a_token_may_do(client, db, tenant):
     tok = token(client, db, tenant, ["users.read"])
     assert api(client, "GET", "/api/v1/users", tok).status_code == 200
