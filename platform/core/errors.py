@@ -62,6 +62,10 @@ class TooManyRequests(DomainError):
     status = 429
     code = "rate_limited"
 
+    def __init__(self, message: str, *, retry_after_s: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # sent as Retry-After
+
 
 class TenantUnavailable(DomainError):
     """The tenant exists but is suspended or deleted: answered before its data is touched."""

@@ -53,6 +53,7 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "web_workers": lambda n, v: _int(n, v, 1),
     "proxy_hops": lambda n, v: _int(n, v, 0),
     "token_requests_per_minute": lambda n, v: _int(n, v, 1),
+    "api_requests_per_minute": lambda n, v: _int(n, v, 1),
     "session_ttl_s": lambda n, v: _int(n, v, 60),
     "token_ttl_s": lambda n, v: _int(n, v, 60),
     "login_attempts": lambda n, v: _int(n, v, 1),
@@ -86,6 +87,7 @@ class Settings:
     session_ttl_s: int = 8 * 3600
     token_ttl_s: int = 3600
     token_requests_per_minute: int = 60
+    api_requests_per_minute: int = 1200  # per tenant: all its API callers share it
     default_locale: str = "en"
     web_workers: int = 2
     #: Where people reach the platform, for links in mail (never taken from a request's Host header,

@@ -18,11 +18,11 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
 from core.db import Database, make_engine
-from core.errors import DomainError
+from core.errors import DomainError, TooManyRequests
 from core.i18n import LOCALE_NAMES, negotiate, translate
 from core.logs import stamp_context
 from core.mail import make_mailer
-from core.ratelimit import RateLimiter
+from core.ratelimit import QuotaLimiter, RateLimiter
 from core.sessions import RedisSessionInterface
 from core.settings import Settings, project_root
 from tenants import api as tenants_api
@@ -78,6 +78,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
         redis=redis_client,
         mailer=make_mailer(settings.smtp_url, settings.outbox_dir, settings.mail_from),
         limiter=RateLimiter(redis_client),
+        quota=QuotaLimiter(redis_client),
     )
     app.session_interface = RedisSessionInterface(redis_client, ttl_s=settings.session_ttl_s,
                                                   secure=settings.secure_cookies)
@@ -200,7 +201,10 @@ def error_response(status: int, code: str, message: str, field_errors: dict[str,
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.field_errors)
+        response = error_response(exc.status, exc.code, exc.message, exc.field_errors)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

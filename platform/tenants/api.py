@@ -6,14 +6,14 @@ import json
 import uuid
 from typing import Any
 
-from flask import Request, request
+from flask import Request, Response, g, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint, Page
 from marshmallow import missing
 from sqlalchemy import RowMapping, select
 from webargs.flaskparser import FlaskParser, is_json_request
 
-from core.errors import DomainError, NotFound
+from core.errors import DomainError, NotFound, TooManyRequests
 from tenants import schemas, services
 from tenants.context import (
     api_actor,
@@ -22,6 +22,7 @@ from tenants.context import (
     db_session,
     refuse_unusable_input,
     refuse_unusable_json,
+    runtime,
 )
 from tenants.models import Department, Role, User
 from tenants.permissions import CLIENTS_MANAGE, ROLES_MANAGE, USERS_READ
@@ -253,7 +254,29 @@ def _authenticate_first() -> None:
     # missing or bad one its 401) whatever the body, never a 422 from a view it may not reach. Then
     # the query and path are refused if they hold what no field can (pages: courtyard.app).
     api_actor()
+    _spend_quota()
     refuse_unusable_input()
+
+
+def _spend_quota() -> None:
+    """Every workspace's API callers share one quota, so one busy integration cannot starve the platform."""
+    rt = runtime()
+    budget = rt.quota.spend(f"api:{current_tenant().id}", limit=rt.settings.api_requests_per_minute)
+    g.api_budget = budget
+    if not budget.allowed:
+        seconds = budget.reset_s
+        raise TooManyRequests(f"This workspace has made too many API requests; try again in {seconds} seconds.",
+                              retry_after_s=seconds)
+
+
+@blp.after_request
+def _quota_headers(response: Response) -> Response:
+    budget = g.get("api_budget")
+    if budget is not None:
+        response.headers["X-RateLimit-Limit"] = str(budget.limit)
+        response.headers["X-RateLimit-Remaining"] = str(budget.remaining)
+        response.headers["X-RateLimit-Reset"] = str(budget.reset_s)
+    return response
 
 
 def register(api: Api) -> None:

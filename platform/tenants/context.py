@@ -27,7 +27,7 @@ from core.errors import DomainError, NotAuthenticated, NotFound, PermissionDenie
 from core.logs import request_id_var, tenant_var
 from core.mail import Mailer
 from core.permissions import Actor
-from core.ratelimit import RateLimiter
+from core.ratelimit import QuotaLimiter, RateLimiter
 from core.security import digest
 from core.settings import Settings
 from core.tenancy import SLUG_RE, BoundTenant, slug_from_host
@@ -55,6 +55,7 @@ class Runtime:
     redis: Redis
     mailer: Mailer
     limiter: RateLimiter
+    quota: QuotaLimiter
 
 
 def runtime(app: Flask | None = None) -> Runtime:

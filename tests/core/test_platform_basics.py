@@ -165,3 +165,21 @@ def test_uuid7_ids_made_later_sort_later_even_within_a_millisecond(monkeypatch):
     first_ms = same_instant[0].int >> 80
     assert first_ms == 1_700_000_000_123
     assert (ids[-1].int >> 80) - first_ms <= 2
+
+
+def test_api_quota_weighs_the_previous_window_by_its_overlap(redis_client, monkeypatch):
+    clock = [6_000_000 * 60 + 59.0]  # the last second of a minute
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    quota = ratelimit.QuotaLimiter(redis_client)
+    key = f"test:{uuid.uuid4().hex}"
+    spent = [quota.spend(key, limit=10, window_s=60) for _ in range(10)]
+    assert all(b.allowed for b in spent)
+    assert (spent[-1].remaining, spent[-1].reset_s) == (0, 1)
+    assert not quota.spend(key, limit=10, window_s=60).allowed
+    clock[0] += 16.0  # 15 s into the next minute: the last one still weighs 3/4 (11 x 0.75 = 8.25)
+    assert quota.spend(key, limit=10, window_s=60).allowed  # 9.25
+    budget = quota.spend(key, limit=10, window_s=60)  # 10.25: a fixed window would let 8 more through
+    assert not budget.allowed
+    assert budget.reset_s == 45
+    clock[0] += 60.0  # a minute later the first minute no longer counts; the second (2 calls) weighs 3/4
+    assert quota.spend(key, limit=10, window_s=60).remaining == 7  # 2 x 0.75 + 1 = 2.5 -> 7.5 left

@@ -784,3 +784,24 @@ def test_nul_bytes_and_odd_digits_are_a_4xx_never_a_500(client, db, tenant, admi
 
 def test_a_nul_in_the_tenant_path_is_a_404(client, tenant):
     assert client.get("/t/a%00b/sign-in").status_code == 404
+
+
+def test_each_workspace_has_its_own_api_quota(app, client, db, tenant, other_tenant):
+    acme_token, globex_token = token(client, db, tenant), token(client, db, other_tenant, slug="globex")
+    runtime = app.extensions["courtyard"]
+    previous = runtime.settings
+    runtime.settings = previous.with_overrides(api_requests_per_minute=3)
+    try:
+        answers = [api(client, "GET", "/api/v1/me", acme_token) for _ in range(4)]
+        globex = api(client, "GET", "/api/v1/me", globex_token, slug="globex")
+    finally:
+        runtime.settings = previous
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert [r.headers["X-RateLimit-Remaining"] for r in answers[:3]] == ["2", "1", "0"]
+    assert answers[0].headers["X-RateLimit-Limit"] == "3"
+    limited = answers[3]
+    assert_error(limited, 429, "rate_limited")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert "too many API requests" in limited.get_json()["message"]
+    assert globex.status_code == 200, "another workspace's calls do not spend acme's quota"
+    assert globex.headers["X-RateLimit-Remaining"] == "2"
