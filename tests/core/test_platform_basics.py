@@ -183,3 +183,40 @@ def test_api_quota_weighs_the_previous_window_by_its_overlap(redis_client, monke
     assert budget.reset_s == 45
     clock[0] += 60.0  # a minute later the first minute no longer counts; the second (2 calls) weighs 3/4
     assert quota.spend(key, limit=10, window_s=60).remaining == 7  # 2 x 0.75 + 1 = 2.5 -> 7.5 left
+
+
+def test_api_quota_counts_locally_between_syncs_and_exactly_near_the_limit(redis_client, monkeypatch):
+    clock = [7_000_000 * 60 + 1.0]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    one, two = ratelimit.QuotaLimiter(redis_client), ratelimit.QuotaLimiter(redis_client)  # two processes
+    key = f"test:{uuid.uuid4().hex}"
+    stored = f"rq:{key}:{int(clock[0] // 60)}"
+
+    def in_redis() -> int:
+        return int(redis_client.get(stored) or 0)
+
+    assert all(one.spend(key, limit=100).allowed for _ in range(5))
+    assert in_redis() == 1, "far from the limit, only the first call of an interval goes to Redis"
+    clock[0] += 0.2
+    assert one.spend(key, limit=100).remaining == 94
+    assert in_redis() == 6, "the next interval adds what was counted locally"
+    assert two.spend(key, limit=100).remaining == 93, "another process sees the shared count"
+    for n in range(40):  # 40 calls within one interval: still counted only here
+        (one if n % 2 else two).spend(key, limit=100)
+    assert in_redis() == 7
+    clock[0] += 0.2
+    for n in range(43):  # a new interval: each process adds its count on its next call
+        (one if n % 2 else two).spend(key, limit=100)
+    assert in_redis() == 49
+    clock[0] += 0.2
+    one.spend(key, limit=100)
+    two.spend(key, limit=100)
+    assert in_redis() == 92, "every call made so far"
+    # `one` last saw 70; a process learns the others' counts at its next interval. Once both have seen
+    # a count near the limit (90 of 100 and beyond), every call is counted in Redis before it is
+    # allowed, whichever process takes it, even with the clock standing still.
+    clock[0] += 0.2
+    one.spend(key, limit=100)
+    budgets = [(one if n % 2 else two).spend(key, limit=100) for n in range(11)]
+    assert in_redis() == 104
+    assert [b.allowed for b in budgets] == [True] * 7 + [False] * 4  # 94 … 100 allowed, 101 … 104 not
