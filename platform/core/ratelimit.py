@@ -78,6 +78,7 @@ class QuotaLimiter:
     """
 
     NEAR = 0.9
+    MAX_KEYS = 10_000  # past this many, keys idle for a whole window are dropped from memory
 
     def __init__(self, redis: Redis, *, sync_every_s: float = 0.1) -> None:
         self.redis = redis
@@ -90,7 +91,11 @@ class QuotaLimiter:
         window_f, into = divmod(now, window_s)
         window, weight = int(window_f), 1 - into / window_s
         with self._lock:
-            tally = self._tallies.setdefault(key, _Tally())
+            tally = self._tallies.get(key)
+            if tally is None:
+                if len(self._tallies) >= self.MAX_KEYS:
+                    self._forget_idle(window)
+                tally = self._tallies.setdefault(key, _Tally())
             stale: tuple[int, int] | None = None
             if tally.window != window:
                 if tally.pending:
@@ -105,6 +110,12 @@ class QuotaLimiter:
                 estimate = tally.previous * weight + tally.current
         return Budget(allowed=estimate <= limit, limit=limit, remaining=max(0, math.floor(limit - estimate)),
                       reset_s=max(1, math.ceil(window_s - into)))
+
+    def _forget_idle(self, window: int) -> None:
+        # One entry per workspace that called lately; one that has been quiet for a whole window has
+        # nothing left to tell (its pending calls, if any, are lost: at most one sync interval's worth).
+        for key in [k for k, t in self._tallies.items() if t.window < window - 1]:
+            del self._tallies[key]
 
     def _sync(self, key: str, tally: _Tally, window_s: int, stale: tuple[int, int] | None) -> None:
         pipe = self.redis.pipeline(transaction=False)  # the counts need not be a snapshot, only cheap

@@ -220,3 +220,16 @@ def test_api_quota_counts_locally_between_syncs_and_exactly_near_the_limit(redis
     budgets = [(one if n % 2 else two).spend(key, limit=100) for n in range(11)]
     assert in_redis() == 104
     assert [b.allowed for b in budgets] == [True] * 7 + [False] * 4  # 94 … 100 allowed, 101 … 104 not
+
+
+def test_api_quota_forgets_workspaces_idle_for_a_window_once_it_holds_many(redis_client, monkeypatch):
+    clock = [8_000_000 * 60 + 1.0]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    quota = ratelimit.QuotaLimiter(redis_client)
+    quota.MAX_KEYS = 2
+    quota.spend("test:old", limit=10)
+    clock[0] += 120.0
+    quota.spend("test:recent", limit=10)
+    assert set(quota._tallies) == {"test:old", "test:recent"}
+    quota.spend("test:new", limit=10)
+    assert set(quota._tallies) == {"test:recent", "test:new"}, "only the idle one was dropped"
