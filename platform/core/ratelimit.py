@@ -7,6 +7,7 @@ set of attempt times instead: an attempt counts for exactly ``window_s`` seconds
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import threading
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 
 class RateLimiter:
@@ -36,6 +38,8 @@ class RateLimiter:
 
     def reset(self, key: str) -> None:
         self.redis.delete(f"rl:{key}")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,7 @@ class QuotaLimiter:
         self._lock = threading.Lock()  # gthread workers share one limiter
 
     def spend(self, key: str, *, limit: int, window_s: int = 60) -> Budget:
+        """Count one call against ``key``'s quota if it fits; a refused call is not counted."""
         now = time.time()
         window_f, into = divmod(now, window_s)
         window, weight = int(window_f), 1 - into / window_s
@@ -104,12 +109,25 @@ class QuotaLimiter:
                 tally.synced_at = -math.inf
             tally.pending += 1
             estimate = tally.previous * weight + tally.current + tally.pending
-            if now - tally.synced_at >= self.sync_every_s or estimate >= limit * self.NEAR:
-                self._sync(key, tally, window_s, stale)
-                tally.synced_at = now
-                estimate = tally.previous * weight + tally.current
-        return Budget(allowed=estimate <= limit, limit=limit, remaining=max(0, math.floor(limit - estimate)),
-                      reset_s=max(1, math.ceil(window_s - into)))
+            sync = now - tally.synced_at >= self.sync_every_s or estimate >= limit * self.NEAR
+            if sync:
+                # Take this process's count out under the lock and talk to Redis without it: one
+                # workspace's round trip must not hold up every other workspace's calls.
+                sending, tally.pending, tally.synced_at = tally.pending, 0, now
+        if sync:  # also with nothing to send (a refused call was taken back): the others' count is news
+            estimate = self._sync(key, window, window_s, weight, sending, stale)
+        with self._lock:
+            allowed = estimate <= limit
+            if not allowed:
+                # Not spent: taken back at the next sync, so a client that keeps calling over its quota
+                # still gets calls through as its older ones age out of the window.
+                tally.pending -= 1
+                previous, current = tally.previous, tally.current + tally.pending
+        if allowed:
+            return Budget(allowed=True, limit=limit, remaining=max(0, math.floor(limit - estimate)),
+                          reset_s=max(1, math.ceil(window_s - into)))
+        return Budget(allowed=False, limit=limit, remaining=0,
+                      reset_s=_wait_s(previous, current, limit, into, window_s))
 
     def _forget_idle(self, window: int) -> None:
         # One entry per workspace that called lately; one that has been quiet for a whole window has
@@ -117,14 +135,46 @@ class QuotaLimiter:
         for key in [k for k, t in self._tallies.items() if t.window < window - 1]:
             del self._tallies[key]
 
-    def _sync(self, key: str, tally: _Tally, window_s: int, stale: tuple[int, int] | None) -> None:
+    def _sync(self, key: str, window: int, window_s: int, weight: float, sending: int,
+              stale: tuple[int, int] | None) -> float:
+        """Add ``sending`` calls to Redis and learn every process's count; returns the new estimate."""
         pipe = self.redis.pipeline(transaction=False)  # the counts need not be a snapshot, only cheap
         if stale is not None:
             pipe.incrby(f"rq:{key}:{stale[0]}", stale[1])
             pipe.expire(f"rq:{key}:{stale[0]}", 2 * window_s)
-        current = f"rq:{key}:{tally.window}"
-        pipe.incrby(current, tally.pending)
+        current = f"rq:{key}:{window}"
+        pipe.incrby(current, sending)
         pipe.expire(current, 2 * window_s)
-        pipe.get(f"rq:{key}:{tally.window - 1}")
-        *_, count, _, before = pipe.execute()
-        tally.current, tally.previous, tally.pending = int(count), int(before or 0), 0
+        pipe.get(f"rq:{key}:{window - 1}")
+        try:
+            *_, count, _, before = pipe.execute()
+        except RedisError as exc:
+            # A quota is no reason to refuse service while Redis is away: count locally, retry the sync
+            # after the usual interval.
+            log.warning("API quota not synced (Redis unavailable): %s", exc)
+            with self._lock:
+                tally = self._tallies.get(key)
+                if tally is None or tally.window != window:
+                    return 0.0
+                tally.pending += sending
+                return tally.previous * weight + tally.current + tally.pending
+        with self._lock:
+            tally = self._tallies.get(key)
+            if tally is None or tally.window != window:  # the window turned meanwhile: nothing to keep
+                return int(before or 0) * weight + int(count)
+            tally.current, tally.previous = int(count), int(before or 0)
+            return tally.previous * weight + tally.current + tally.pending
+
+
+def _wait_s(previous: float, current: float, limit: int, into: float, window_s: int) -> int:
+    """Seconds until one more call fits under ``limit`` as the previous window's weight shrinks."""
+    if current + 1 <= limit:
+        # previous * (1 - x / window_s) + current + 1 <= limit, for x (seconds into this window) >= into
+        x = window_s * (1 - (limit - current - 1) / previous) if previous > 0 else into
+        return max(1, math.ceil(x - into - _EPSILON))
+    # Only in the next window, where this window's count is the one that fades.
+    x = window_s * (1 - (limit - 1) / current) if current > 0 else 0.0
+    return max(1, math.ceil(window_s - into + max(0.0, x) - _EPSILON))
+
+
+_EPSILON = 1e-6  # 60 * (1 - 0.7) is 18.000000000000004 in floating point: not a 19th second

@@ -25,6 +25,7 @@ from core.mail import make_mailer
 from core.ratelimit import QuotaLimiter, RateLimiter
 from core.sessions import RedisSessionInterface
 from core.settings import Settings, project_root
+from courtyard.runtime import make_redis
 from tenants import api as tenants_api
 from tenants import context, oauth, views
 from tenants.context import PathPrefixMiddleware, QueryStringMiddleware, Runtime
@@ -70,7 +71,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
                                     "host with a bearer token from POST /oauth/token."},
         },
     )
-    redis_client = redis or Redis.from_url(settings.redis_url)
+    redis_client = redis or make_redis(settings.redis_url)
     engine = engine or make_engine(settings.database_url, pool_size=10, max_overflow=20, pre_ping=False)
     app.extensions["courtyard"] = Runtime(
         settings=settings,

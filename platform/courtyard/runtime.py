@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from core.settings import Settings
 
@@ -122,6 +125,17 @@ def resolved_settings(settings: Settings | None = None) -> tuple[Settings, Servi
     settings = settings or Settings.from_env()
     services = ensure_services(settings)
     return settings.with_overrides(database_url=services.database_url, redis_url=services.redis_url), services
+
+
+def make_redis(redis_url: str) -> Redis:
+    """The web app's Redis client (sessions, rate limits, quotas).
+
+    redis-py's default retries a failed command with backoff for about four seconds: with Redis down,
+    every request would wait that long on every call. One quick retry rides out a blip; a real outage
+    answers within the timeouts, and each caller decides what that means (the quota lets calls through).
+    """
+    return Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2,
+                          retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1))
 
 
 def celery_redis_url(redis_url: str) -> str:

@@ -175,14 +175,36 @@ def test_api_quota_weighs_the_previous_window_by_its_overlap(redis_client, monke
     spent = [quota.spend(key, limit=10, window_s=60) for _ in range(10)]
     assert all(b.allowed for b in spent)
     assert (spent[-1].remaining, spent[-1].reset_s) == (0, 1)
-    assert not quota.spend(key, limit=10, window_s=60).allowed
-    clock[0] += 16.0  # 15 s into the next minute: the last one still weighs 3/4 (11 x 0.75 = 8.25)
-    assert quota.spend(key, limit=10, window_s=60).allowed  # 9.25
-    budget = quota.spend(key, limit=10, window_s=60)  # 10.25: a fixed window would let 8 more through
+    refused = quota.spend(key, limit=10, window_s=60)
+    assert not refused.allowed
+    # 6 s into the next minute the ten weigh 9/10 (9 + 1 = 10 fits): 1 s left here, then 6.
+    assert refused.reset_s == 7
+    clock[0] += 16.0  # 15 s into the next minute: the ten still weigh 3/4 (7.5)
+    assert quota.spend(key, limit=10, window_s=60).allowed  # 8.5
+    assert quota.spend(key, limit=10, window_s=60).allowed  # 9.5
+    budget = quota.spend(key, limit=10, window_s=60)  # 10.5: a fixed window would let 8 more through
     assert not budget.allowed
-    assert budget.reset_s == 45
-    clock[0] += 60.0  # a minute later the first minute no longer counts; the second (2 calls) weighs 3/4
-    assert quota.spend(key, limit=10, window_s=60).remaining == 7  # 2 x 0.75 + 1 = 2.5 -> 7.5 left
+    assert budget.reset_s == 3, "at 18 s the ten weigh 7, and 7 + 2 + 1 fits"
+    clock[0] += 3.0
+    assert quota.spend(key, limit=10, window_s=60).allowed, "refused calls were not counted"
+    clock[0] += 60.0  # 18 s into the minute after: the first minute is gone; the second (3 calls) weighs 0.7
+    assert quota.spend(key, limit=10, window_s=60).remaining == 6  # 3 x 0.7 + 1 = 3.1 -> 6.9 left
+
+
+def test_a_client_that_keeps_calling_over_its_quota_still_gets_calls_through(redis_client, monkeypatch):
+    clock = [6_100_000 * 60.0]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    quota = ratelimit.QuotaLimiter(redis_client)
+    key = f"test:{uuid.uuid4().hex}"
+    allowed_per_minute = []
+    for _minute in range(4):
+        allowed = 0
+        for _ in range(200):  # twice the limit, evenly over the minute
+            allowed += quota.spend(key, limit=100, window_s=60).allowed
+            clock[0] += 0.3
+        allowed_per_minute.append(allowed)
+    assert allowed_per_minute[0] == 100
+    assert all(90 <= n <= 110 for n in allowed_per_minute[1:]), allowed_per_minute
 
 
 def test_api_quota_counts_locally_between_syncs_and_exactly_near_the_limit(redis_client, monkeypatch):
@@ -218,8 +240,9 @@ def test_api_quota_counts_locally_between_syncs_and_exactly_near_the_limit(redis
     clock[0] += 0.2
     one.spend(key, limit=100)
     budgets = [(one if n % 2 else two).spend(key, limit=100) for n in range(11)]
-    assert in_redis() == 104
-    assert [b.allowed for b in budgets] == [True] * 7 + [False] * 4  # 94 … 100 allowed, 101 … 104 not
+    assert [b.allowed for b in budgets] == [True] * 7 + [False] * 4  # 94 … 100 allowed, then none
+    # Refused calls are taken back: Redis holds them until each process's next sync subtracts them.
+    assert in_redis() + one._tallies[key].pending + two._tallies[key].pending == 100
 
 
 def test_api_quota_forgets_workspaces_idle_for_a_window_once_it_holds_many(redis_client, monkeypatch):
@@ -233,3 +256,12 @@ def test_api_quota_forgets_workspaces_idle_for_a_window_once_it_holds_many(redis
     assert set(quota._tallies) == {"test:old", "test:recent"}
     quota.spend("test:new", limit=10)
     assert set(quota._tallies) == {"test:recent", "test:new"}, "only the idle one was dropped"
+
+
+def test_api_quota_lets_calls_through_while_redis_is_away(tmp_path, caplog):
+    from courtyard.runtime import make_redis
+
+    quota = ratelimit.QuotaLimiter(make_redis(f"unix://{tmp_path}/nobody.sock"))
+    budgets = [quota.spend("test:away", limit=5) for _ in range(3)]
+    assert all(b.allowed for b in budgets), "a quota is no reason to refuse service"
+    assert "API quota not synced" in caplog.text
