@@ -62,24 +62,40 @@ def send_after_commit(session: Session, task: str, *args: Any, tenant_id: uuid.U
 
 
 def _hand_over(session: Session, rows: list[OutboxTask], app: Celery) -> int:
-    """Give ``rows`` (locked by the caller) to the broker and delete them; returns how many went."""
+    """Give ``rows`` (locked by the caller) to the broker and delete them; returns how many went.
+
+    Whatever happens to one row, the rows the broker took are deleted: a failure must never roll back
+    the record of what was already sent (each retry would send those again).
+    """
     sent: list[uuid.UUID] = []
-    for row in rows:
-        registered = app.tasks.get(row.task)
-        try:
-            if registered is not None:
-                # Through the task object, so eager mode (the test-suite) runs it in place. No publish
-                # retries: a broker that is down must not hold up a request; the relay retries. Nobody
-                # here waits for the result, and subscribing to it would be one more Redis connection.
-                registered.apply_async(args=tuple(row.args), retry=False, ignore_result=True)
-            else:
-                app.send_task(row.task, args=row.args, retry=False, ignore_result=True)
-        except (BrokerUnavailable, ConnectionError, OSError) as exc:
-            log.warning("broker unavailable, %d task(s) left for the relay: %s", len(rows) - len(sent), exc)
-            break
-        sent.append(row.id)
-    if sent:
-        session.execute(delete(OutboxTask).where(OutboxTask.id.in_(sent)))
+    eager = bool(app.conf.task_always_eager)
+    try:
+        for row in rows:
+            registered = app.tasks.get(row.task)
+            try:
+                if registered is not None:
+                    # Through the task object, so eager mode (the test-suite) runs it in place. No publish
+                    # retries: a broker that is down must not hold up a request; the relay retries. Nobody
+                    # here waits for the result, and subscribing to it would be one more Redis connection.
+                    registered.apply_async(args=tuple(row.args), retry=False, ignore_result=True)
+                else:
+                    app.send_task(row.task, args=row.args, retry=False, ignore_result=True)
+            except (BrokerUnavailable, ConnectionError) as exc:
+                if eager:
+                    raise  # in eager mode this is the task's own failure, not the broker's
+                log.warning("broker unavailable, %d task(s) left for the relay: %s", len(rows) - len(sent), exc)
+                break
+            except Exception:
+                if eager:
+                    raise  # the test-suite must see a task's failure
+                # This row only (arguments a changed task no longer takes, say): it stays, logged each
+                # time, and the rows after it still go.
+                log.exception("task %s (outbox row %s) could not be handed over", row.task, row.id)
+                continue
+            sent.append(row.id)
+    finally:
+        if sent:
+            session.execute(delete(OutboxTask).where(OutboxTask.id.in_(sent)))
     return len(sent)
 
 
@@ -116,8 +132,10 @@ def _install_hooks() -> None:
             try:
                 publish(database, ids)
             except Exception:
+                if current_app.conf.task_always_eager:
+                    raise  # the test-suite runs tasks in place and must see them fail
                 # The work is committed and its tasks are safe in the outbox: the caller must not see a
-                # failure it can do nothing about. The relay sends them.
+                # failure it can do nothing about (the database gone, say). The relay sends them.
                 log.exception("handing %d committed task(s) to the broker failed; the relay will", len(ids))
 
     @event.listens_for(Session, "after_soft_rollback")
@@ -130,9 +148,18 @@ _install_hooks()
 
 
 @shared_task(name="core.relay_outbox")
-def relay_outbox() -> int:
-    """Beat task: send what the fast path left behind."""
-    return relay(task_runtime().db)
+def relay_outbox(max_batches: int = 20) -> int:
+    """Beat task: send what the fast path left behind, batch after batch while there is more.
+
+    After an outage the backlog can be large; one batch per beat tick would take an hour to drain it.
+    """
+    total = 0
+    for _ in range(max_batches):
+        sent = relay(task_runtime().db)
+        total += sent
+        if sent < RELAY_BATCH:
+            break
+    return total
 
 
 class TaskRuntime:

@@ -35,8 +35,11 @@ def make_celery(settings: Settings, *, eager: bool = False) -> Celery:
         broker_connection_retry_on_startup=True,
         # Publishing: one quick retry, then give up. A request must not wait out a broker outage (kombu's
         # default retries for ~6 s); what it queued is safe in the outbox and the relay sends it later.
+        # Timeouts: a Redis that accepts connections but never answers would otherwise hold a request
+        # forever after its commit.
         broker_transport_options={"visibility_timeout": 3600, "max_retries": 1, "interval_start": 0,
-                                  "interval_step": 0.2, "interval_max": 0.5},
+                                  "interval_step": 0.2, "interval_max": 0.5,
+                                  "socket_timeout": 5, "socket_connect_timeout": 2},
         timezone="UTC",
         beat_schedule={
             "purge-expired-tokens": {"task": "tenants.purge_expired_tokens", "schedule": 3600.0},

@@ -137,3 +137,23 @@ def test_rows_are_relayed_oldest_first_in_batches(db, settings, tmp_path):
     assert RAN == ["c", "a"]
     assert relay(db, older_than_s=0, batch=2) == 1
     assert RAN == ["c", "a", "b"]
+
+
+def test_a_row_that_cannot_be_sent_neither_blocks_the_others_nor_undoes_them(db, settings, caplog):
+    # A real broker (this run's Redis) in non-eager mode; the bad row's arguments no longer fit its task
+    # (as after a deploy that changed the task), which Celery refuses before publishing.
+    before = current_app._get_current_object()
+    live = make_celery(settings)
+    try:
+        with db.transaction() as s:  # rows as a crash left them: only the relay will see them
+            s.add(OutboxTask(task="tests.record", args=["too", "many"]))
+            s.add(OutboxTask(task="tests.record", args=["fine"]))
+        assert relay(db, older_than_s=0, app=live) == 1
+        assert relay(db, older_than_s=0, app=live) == 0, "the good row was deleted once sent"
+    finally:
+        before.set_current()
+        before.set_default()
+        live.close()
+    assert [row.args for row in queued(db)] == [["too", "many"]]
+    assert "could not be handed over" in caplog.text
+
