@@ -78,6 +78,12 @@ def clean_name(value: str, field: str = "name", max_len: int = 200) -> str:
     if "\x00" in value:  # PostgreSQL text cannot hold it; the CLI reaches here without the web's checks
         raise ValidationFailed(f"{field.capitalize()} must not contain NUL characters.",
                                field_errors={field: ["Must not contain NUL characters."]})
+    if not value.isascii() and not value.isprintable():
+        try:  # a command-line argument that was not UTF-8 arrives with lone surrogates in it
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationFailed(f"{field.capitalize()} is not valid UTF-8 text.",
+                                   field_errors={field: ["Not valid Unicode text."]}) from None
     if len(value) > max_len:
         msg = f"{field.capitalize()} is too long (at most {max_len} characters)."
         raise ValidationFailed(msg, field_errors={field: [f"At most {max_len} characters."]})

@@ -358,7 +358,9 @@ def update_user(user_id: uuid.UUID) -> Any:
     except DomainError as exc:
         session_db.rollback()
         # The page again, with the message and a 4xx: a rejected change is not a redirect to success.
-        return _form_error("staff/users.html", exc, **_users_page())
+        # The form on that page is the invitation form: it must not show this edit's fields.
+        return render_template("staff/users.html", error=exc.message, field_errors={}, form={},
+                               **_users_page()), exc.status
     flash("Saved.")
     return redirect(url_for("staff.users"))
 

@@ -324,6 +324,8 @@ def test_users_create_with_password_and_by_invitation(cli, cli_env: dict[str, st
     (["{slug}", "x@example.com", "--role", "sales", "--name", "a\x00b"], "Name must not contain NUL characters."),
     (["{slug}", "x@example.com", "--role", "sales", "--name", "a\x00b", "--password", PASSWORD],
      "Name must not contain NUL characters."),
+    # What a shell passes on when an argument is not UTF-8 (Python holds the bytes as lone surrogates).
+    (["{slug}", "x@example.com", "--role", "sales", "--name", "a\udcffb"], "Name is not valid UTF-8 text."),
 ])
 def test_users_create_refuses_bad_input(cli, engine: Engine, argv: list[str], message: str) -> None:
     slug = unique_slug("ubad")
