@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 
 import pytest
 from celery import Celery, current_app, shared_task
 from sqlalchemy import func, select, update
 
-from core.tasks import OutboxTask, publish, relay, send_after_commit
+from core.tasks import OutboxTask, publish, relay, seal, send_after_commit, unseal
 from courtyard.celery_app import make_celery
 from tenants import services
 from tests.conftest import sign_in
@@ -29,6 +30,11 @@ def _clear() -> Iterator[None]:
     RAN.clear()
     yield
     RAN.clear()
+
+
+def waiting(db, settings) -> list[list]:
+    """The arguments of the rows still in the outbox, opened."""
+    return [unseal(row.args, settings.secret_key) for row in queued(db)]
 
 
 def queued(db) -> list[OutboxTask]:
@@ -72,7 +78,7 @@ def test_with_the_broker_down_the_commit_stands_and_the_relay_sends_later(db, se
         send_after_commit(s, "tests.record", "one")
         send_after_commit(s, "tests.record", "two")
     assert RAN == []
-    assert [row.args for row in queued(db)] == [["one"], ["two"]], "both wait in the outbox"
+    assert waiting(db, settings) == [["one"], ["two"]], "both wait in the outbox"
     assert relay(db) == 0, "rows younger than the relay's delay are still the fast path's"
     assert relay(db, older_than_s=0) == 2
     assert RAN == ["one", "two"]
@@ -122,7 +128,7 @@ def test_deleting_a_tenant_drops_what_it_had_queued(db, settings, tenant, other_
                 send_after_commit(s, "tests.record", t.slug, tenant_id=t.id)
     with db.transaction() as s:
         services.delete_tenant(s, "acme")
-    assert [row.args for row in queued(db)] == [["globex"]]
+    assert waiting(db, settings) == [["globex"]]
 
 
 def test_rows_are_relayed_oldest_first_in_batches(db, settings, tmp_path):
@@ -130,8 +136,9 @@ def test_rows_are_relayed_oldest_first_in_batches(db, settings, tmp_path):
         for value in ("a", "b", "c"):
             with db.transaction() as s:
                 send_after_commit(s, "tests.record", value)
+    c = queued(db)[-1].id  # the last one queued
     with db.transaction() as s:  # make "c" the oldest
-        s.execute(update(OutboxTask).where(OutboxTask.args == ["c"])
+        s.execute(update(OutboxTask).where(OutboxTask.id == c)
                   .values(created_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 1)))
     assert relay(db, older_than_s=0, batch=2) == 2
     assert RAN == ["c", "a"]
@@ -157,3 +164,17 @@ def test_a_row_that_cannot_be_sent_neither_blocks_the_others_nor_undoes_them(db,
     assert [row.args for row in queued(db)] == [["too", "many"]]
     assert "could not be handed over" in caplog.text
 
+
+
+def test_waiting_arguments_are_sealed_and_a_changed_secret_key_holds_only_those_rows(db, settings, tmp_path,
+                                                                                     caplog):
+    with broker_down(settings, tmp_path), db.transaction() as s:
+        send_after_commit(s, "tests.record", "reset link https://acme.example/reset/s3cr3t")
+    (row,) = queued(db)
+    assert "s3cr3t" not in json.dumps(row.args), "backups of the database never show the link"
+    with db.transaction() as s:  # as if sealed under a secret key that has since been replaced
+        s.add(OutboxTask(task="tests.record", args=seal(["other key"], "a-previous-secret-key")))
+    assert relay(db, older_than_s=0) == 1
+    assert RAN == ["reset link https://acme.example/reset/s3cr3t"]
+    assert len(queued(db)) == 1
+    assert "sealed with another secret key" in caplog.text
