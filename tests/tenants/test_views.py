@@ -561,9 +561,11 @@ def test_the_admin_role_cannot_be_edited_and_unknown_functions_are_refused(clien
     locked = post(client, "/admin/roles", {"role": "admin", "permissions": []})
     assert locked.status_code == 409
     assert "The administrator role always has every function." in page(locked)
-    unknown = post(client, "/admin/roles", {"role": "sales", "permissions": ["launch.missiles"]})
+    unknown = post(client, "/admin/roles", {"role": "sales", "permissions": ["audit.read", "launch.missiles"]})
     assert unknown.status_code == 422
     assert "Unknown functions: launch.missiles." in page(unknown)
+    assert re.search(r'id="sales-audit\.read"\s+checked', page(unknown)), "the form keeps what was ticked"
+    assert not re.search(r'id="sales-audit\.read"\s+checked', page(client.get("/admin/roles", headers=ACME)))
     assert client.get("/admin/users", headers=ACME).status_code == 200
 
 
