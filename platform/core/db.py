@@ -98,6 +98,20 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+def text_problem(value: str) -> str | None:
+    """Why no text column can store ``value``: "nul" (PostgreSQL takes no NUL character), "surrogate"
+    (a lone surrogate is not UTF-8: JSON may carry one, and a non-UTF-8 command-line argument arrives as
+    one), or None. Entry points check with this so that the driver's error is never the answer."""
+    if "\x00" in value:
+        return "nul"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "surrogate"
+    return None
+
+
 uuid_pk = Annotated[uuid.UUID, mapped_column(primary_key=True, default=uuid7)]
 
 

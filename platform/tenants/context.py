@@ -22,7 +22,7 @@ from flask import Flask, Request, Response, current_app, g, request, session
 from redis import Redis
 from werkzeug.wrappers import Request as WzRequest
 
-from core.db import CourtyardSession, Database, bind_tenant
+from core.db import CourtyardSession, Database, bind_tenant, text_problem
 from core.errors import DomainError, NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
 from core.logs import request_id_var, tenant_var
 from core.mail import Mailer
@@ -344,18 +344,6 @@ def rollback_request() -> None:
 
 
 # --------------------------------------------------------------------------- input no field can hold
-
-
-def text_problem(value: str) -> str | None:
-    """Why no text column can store ``value`` (PostgreSQL takes no NUL; UTF-8 has no lone surrogates)."""
-    if "\x00" in value:
-        return "nul"
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "surrogate"
-    return None
 
 
 def shown_name(name: str) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import RowMapping, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from core.db import TenantBase, bind_tenant, tenant_options, utcnow
+from core.db import TenantBase, bind_tenant, tenant_options, text_problem, utcnow
 from core.errors import (
     Conflict,
     NotFound,
@@ -65,7 +65,7 @@ def require(actor: Actor, permission: str) -> None:
 
 def clean_email(email: str) -> str:
     value = (email or "").strip()
-    if not EMAIL_RE.match(value) or len(value) > 254 or "\x00" in value:
+    if not EMAIL_RE.match(value) or len(value) > 254 or text_problem(value):
         msg = f"'{email}' is not a valid e-mail address."
         raise ValidationFailed(msg, field_errors={"email": ["Enter a valid e-mail address."]})
     return value.lower()
@@ -75,15 +75,14 @@ def clean_name(value: str, field: str = "name", max_len: int = 200) -> str:
     value = (value or "").strip()
     if not value:
         raise ValidationFailed(f"{field.capitalize()} is required.", field_errors={field: ["Required."]})
-    if "\x00" in value:  # PostgreSQL text cannot hold it; the CLI reaches here without the web's checks
+    # The web refuses such text before a view runs; the CLI reaches here without that check.
+    problem = text_problem(value)
+    if problem == "nul":
         raise ValidationFailed(f"{field.capitalize()} must not contain NUL characters.",
                                field_errors={field: ["Must not contain NUL characters."]})
-    if not value.isascii() and not value.isprintable():
-        try:  # a command-line argument that was not UTF-8 arrives with lone surrogates in it
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValidationFailed(f"{field.capitalize()} is not valid UTF-8 text.",
-                                   field_errors={field: ["Not valid Unicode text."]}) from None
+    if problem == "surrogate":
+        raise ValidationFailed(f"{field.capitalize()} is not valid UTF-8 text.",
+                               field_errors={field: ["Not valid Unicode text."]})
     if len(value) > max_len:
         msg = f"{field.capitalize()} is too long (at most {max_len} characters)."
         raise ValidationFailed(msg, field_errors={field: [f"At most {max_len} characters."]})
