@@ -6,6 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
+# gettext catalogs (core/i18n.py says how to write a message): English ids, one .po per other language.
+TRANSLATIONS := web/translations
+CATALOGS := $(wildcard $(TRANSLATIONS)/*/LC_MESSAGES/messages.po)
+# The markers of core.i18n beside Babel's defaults (_, gettext, ngettext ...); tests/core/test_i18n.py uses the same.
+I18N_KEYWORDS := -k _l -k _ln:1,2 -k _n:1,2
+I18N_IGNORE := .* ._ __pycache__ var node_modules tests bench migrations docs
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,7 +34,17 @@ node_modules/.installed: package.json package-lock.json
 	$(SUDO) apt-get update -qq
 	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 
-install: $(BIN)/.installed node_modules/.installed ## Create .venv, install the project and the front-end packages
+# The compiled catalogs are build products (not in git): rebuilt whenever their .po changes.
+$(TRANSLATIONS)/%/LC_MESSAGES/messages.mo: $(TRANSLATIONS)/%/LC_MESSAGES/messages.po $(BIN)/.installed
+	$(BIN)/pybabel -q compile -i $< -o $@ -l $*
+
+install: $(BIN)/.installed node_modules/.installed $(CATALOGS:.po=.mo) ## Create .venv, install the project and the front-end packages, compile the catalogs
+
+i18n: $(BIN)/.installed ## Extract messages into web/translations/*/messages.po (then translate), and compile them
+	$(BIN)/pybabel -q extract -F babel.cfg $(I18N_KEYWORDS) --ignore-dirs="$(I18N_IGNORE)" --add-location=file \
+		--sort-output --no-wrap -c TRANSLATORS: --project=Courtyard -o $(TRANSLATIONS)/messages.pot .
+	$(BIN)/pybabel -q update -i $(TRANSLATIONS)/messages.pot -d $(TRANSLATIONS) --ignore-obsolete --no-wrap
+	$(BIN)/pybabel -q compile -d $(TRANSLATIONS) --statistics
 
 run: install ## Start PostgreSQL, Redis, web, worker and beat with demo data (Ctrl-C stops all)
 	$(BIN)/courtyard up
@@ -48,4 +64,4 @@ bench: install /usr/bin/wrk ## Benchmarks: provisioning, fleet migration, reques
 clean: ## Remove var/ (all local data) and the virtualenv
 	rm -rf var $(VENV) node_modules
 
-.PHONY: help install run lint test bench clean
+.PHONY: help install i18n run lint test bench clean

@@ -1,6 +1,16 @@
-"""The small error hierarchy every domain raises; HTTP codes are mapped in one place (the app)."""
+"""The small error hierarchy every domain raises; HTTP codes are mapped in one place (the app).
+
+A :class:`DomainError` carries its message as a lazy :class:`core.i18n.Message` (``_l("...", name=...)``):
+translated when a page or an API answer shows it, in that request's language; ``str(error)`` outside
+a request (the CLI) is English. Plain ``str`` messages are shown untranslated: convert them.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.i18n import Text
 
 
 class CourtyardError(Exception):
@@ -17,7 +27,7 @@ class DomainError(CourtyardError):
     status = 400
     code = "invalid"
 
-    def __init__(self, message: str, *, field_errors: dict[str, list[str]] | None = None,
+    def __init__(self, message: Text, *, field_errors: dict[str, list[Text]] | None = None,
                  code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -62,7 +72,7 @@ class TooManyRequests(DomainError):
     status = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after_s: int = 60) -> None:
+    def __init__(self, message: Text, *, retry_after_s: int = 60) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s  # sent as Retry-After
 

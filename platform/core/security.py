@@ -9,6 +9,8 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from core.i18n import Message, _l, _ln
+
 # argon2id with the library's RFC 9106 "low memory" profile (64 MiB): ~0.13 s per hash on a 2-core machine,
 # which is most of what provisioning a tenant costs (bench/README.md) and worth it for every password.
 _hasher = PasswordHasher()
@@ -17,6 +19,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("courtyard-dummy-password")
 
 MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 256
 
 
 def hash_password(password: str) -> str:
@@ -34,14 +37,14 @@ def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
 
 
-def password_problem(password: str) -> str | None:
+def password_problem(password: str) -> Message | None:
     """Why a new password is refused, or None. Length beats composition rules (NIST SP 800-63B)."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        return f"Use at least {MIN_PASSWORD_LENGTH} characters."
-    if len(password) > 256:
-        return "Use at most 256 characters."
+        return _ln("Use at least %(num)d character.", "Use at least %(num)d characters.", MIN_PASSWORD_LENGTH)
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return _ln("Use at most %(num)d character.", "Use at most %(num)d characters.", MAX_PASSWORD_LENGTH)
     if password.strip() == "" or len(set(password)) < 4:
-        return "This password is too easy to guess."
+        return _l("This password is too easy to guess.")
     return None
 
 

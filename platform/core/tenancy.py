@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from core.errors import ValidationFailed
+from core.i18n import _l, shown
 
 #: The schema tenant models are declared on. It never exists in the database, so a session that
 #: forgot to bind a tenant fails with "relation tenant.x does not exist" instead of reading anything.
@@ -30,19 +31,19 @@ RESERVED_SLUGS = frozenset({
 def validate_slug(slug: str, *, check_reserved: bool = True) -> str:
     """Return the slug if it is usable as a sub-domain, else raise with the precise reason."""
     if not isinstance(slug, str) or not slug:
-        raise ValidationFailed("A slug is required.", field_errors={"slug": ["Required."]})
+        raise ValidationFailed(_l("A slug is required."), field_errors={"slug": [_l("Required.")]})
     if slug != slug.lower():
-        message = "Use lower-case letters only."
+        message = _l("Use lower-case letters only.")
     elif len(slug) < 3 or len(slug) > 40:
-        message = "Use 3 to 40 characters."
+        message = _l("Use 3 to 40 characters.")
     elif not SLUG_RE.match(slug) or "--" in slug:
-        message = ("Use lower-case letters, digits and single hyphens; start with a letter and end with a "
-                   "letter or digit.")
+        message = _l("Use lower-case letters, digits and single hyphens; start with a letter and end with a "
+                     "letter or digit.")
     elif check_reserved and slug in RESERVED_SLUGS:
-        message = f"'{slug}' is reserved."
+        message = _l("'%(slug)s' is reserved.", slug=shown(slug))
     else:
         return slug
-    raise ValidationFailed(f"Invalid slug: {message}", field_errors={"slug": [message]})
+    raise ValidationFailed(_l("Invalid slug: %(reason)s", reason=message), field_errors={"slug": [message]})
 
 
 def schema_for(tenant_id: uuid.UUID) -> str:

@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 import psycopg
-from flask import Flask, Response, g, jsonify, render_template, request
+from flask import Flask, Response, g, has_request_context, jsonify, render_template, request
+from flask_babel import Babel
 from flask_smorest import Api
 from marshmallow import Schema, fields
 from redis import Redis
@@ -18,8 +19,20 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
 from core.db import Database, make_engine
-from core.errors import DomainError, TooManyRequests
-from core.i18n import LOCALE_NAMES, negotiate, translate
+from core.errors import ConfigError, DomainError, TooManyRequests
+from core.i18n import (
+    BABEL_LOCALES,
+    FILTERS,
+    LOCALE_NAMES,
+    Message,
+    Text,
+    _l,
+    _ln,
+    catalog_path,
+    negotiate,
+    rendered,
+    translations_dir,
+)
 from core.logs import stamp_context
 from core.mail import make_mailer
 from core.ratelimit import QuotaLimiter, RateLimiter
@@ -44,6 +57,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
         msg = "create_app needs concrete database and Redis URLs; use courtyard.runtime.resolved_settings()"
         raise ValueError(msg)
     stamp_context()
+    _require_compiled_catalogs()
     root = project_root()
     app = Flask("courtyard", template_folder=str(root / "web" / "templates"),
                 static_folder=str(root / "web" / "static"), static_url_path="/static")
@@ -70,7 +84,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
             "info": {"description": "The REST API of one Courtyard workspace. Call it on the workspace's "
                                     "host with a bearer token from POST /oauth/token."},
         },
+        BABEL_DEFAULT_LOCALE=BABEL_LOCALES[settings.default_locale],
+        BABEL_DEFAULT_TIMEZONE="UTC",
+        BABEL_TRANSLATION_DIRECTORIES=str(translations_dir()),
     )
+    # Installs gettext/ngettext (newstyle: `_('Hi %(name)s', name=...)`, escaped) into Jinja.
+    Babel(app, locale_selector=babel_locale)
+    app.jinja_env.filters.update(FILTERS)
     redis_client = redis or make_redis(settings.redis_url)
     engine = engine or make_engine(settings.database_url, pool_size=10, max_overflow=20, pre_ping=False)
     app.extensions["courtyard"] = Runtime(
@@ -125,14 +145,14 @@ def _guard_unsafe_method() -> None:
     path = request.path
     if path.startswith("/api/"):
         if request.content_length and request.mimetype not in JSON_MIMETYPES:
-            raise DomainError(f"Send JSON (Content-Type: application/json), not {request.mimetype or 'nothing'}.",
-                              code="unsupported_media_type")
+            raise DomainError(_l("Send JSON (Content-Type: application/json), not %(mimetype)s.",
+                                 mimetype=request.mimetype or "nothing"), code="unsupported_media_type")
         if request.headers.get("Authorization"):
             return  # bearer tokens are not sent by browsers on their own: no CSRF risk
     if request.endpoint in oauth.CSRF_EXEMPT:
         return
     if not context.check_csrf(request):
-        raise DomainError("The form expired or was not sent from this site. Reload the page and try again.",
+        raise DomainError(_l("The form expired or was not sent from this site. Reload the page and try again."),
                           code="csrf_failed")
 
 
@@ -179,18 +199,20 @@ class CourtyardApi(Api):  # type: ignore[misc]
     ERROR_SCHEMA = ErrorOut
 
 
-def error_response(status: int, code: str, message: str, field_errors: dict[str, Any] | None = None) -> Response:
+def error_response(status: int, code: str, message: Text, field_errors: dict[str, Any] | None = None) -> Response:
+    """The error as JSON or as a page; its messages are translated here, in the request's language."""
     if status == 415 or code == "unsupported_media_type":
         status = 415
     if code == "csrf_failed":
         status = 400
     if wants_json():
-        body: dict[str, Any] = {"status": status, "code": code, "message": message}
+        text = str(message)
+        body: dict[str, Any] = {"status": status, "code": code, "message": text}
         if field_errors:
-            body["errors"] = field_errors
+            body["errors"] = rendered(field_errors)
         if request.path.startswith("/oauth/"):
             # OAuth client libraries read RFC 6749 §5.2's members; errors Authlib itself answers have them.
-            body |= {"error": "invalid_request" if status < 500 else "server_error", "error_description": message}
+            body |= {"error": "invalid_request" if status < 500 else "server_error", "error_description": text}
         response = jsonify(body)
     else:
         response = Response(render_template("error.html", status=status, code=code, message=message,
@@ -225,11 +247,14 @@ def _register_error_handlers(app: Flask) -> None:
                 405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
                 415: "unsupported_media_type", 422: "validation_failed", 428: "precondition_required",
                 429: "rate_limited"}.get(status, "error")
-        message = exc.description or exc.name
+        description = exc.description or exc.name
+        message: Text = HTTP_MESSAGES.get(description, description)
         if status == 413:
-            message = f"The request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes."
+            limit = app.config["MAX_CONTENT_LENGTH"]
+            message = _ln("The request body is larger than %(num)d byte.",
+                          "The request body is larger than %(num)d bytes.", limit)
         if field_errors:
-            message = "The request has invalid fields."
+            message = _l("The request has invalid fields.")
         return error_response(status, code, message, field_errors)
 
     @app.errorhandler(psycopg.DataError)
@@ -239,14 +264,14 @@ def _register_error_handlers(app: Flask) -> None:
         # error page loads the signed-in user through the same session).
         log.warning("value refused by the database", extra={"fields": {"path": request.path}})
         _discard_failed_work()
-        return error_response(400, "invalid_value", "The request contains a value that cannot be stored "
-                                                    "(for example a NUL character).")
+        return error_response(400, "invalid_value", _l("The request contains a value that cannot be stored "
+                                                       "(for example a NUL character)."))
 
     @app.errorhandler(StaleDataError)
     def concurrent_edit(_exc: StaleDataError) -> Response:
         _discard_failed_work()
         return error_response(409, "version_conflict",
-                              "This record was changed by someone else at the same time; reload and try again.")
+                              _l("This record was changed by someone else at the same time; reload and try again."))
 
     @app.errorhandler(DBAPIError)
     def database_error(exc: DBAPIError) -> Response:
@@ -258,7 +283,7 @@ def _register_error_handlers(app: Flask) -> None:
             log.warning("database connection lost", extra={"fields": {"path": request.path}})
             _discard_failed_work()
             response = error_response(503, "database_unavailable",
-                                      "The database connection was interrupted. Please retry.")
+                                      _l("The database connection was interrupted. Please retry."))
             response.headers["Retry-After"] = "1"
             return response
         return unexpected(exc)
@@ -267,7 +292,7 @@ def _register_error_handlers(app: Flask) -> None:
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error", extra={"fields": {"path": request.path}})
         _discard_failed_work()
-        return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
+        return error_response(500, "internal_error", _l("Something went wrong on our side; it has been logged."))
 
 
 def _discard_failed_work() -> None:
@@ -287,20 +312,57 @@ def _register_template_helpers(app: Flask) -> None:
 
     @app.context_processor
     def inject() -> dict[str, Any]:
-        locale = current_locale()
-
-        def _(message: str, **params: object) -> str:
-            return translate(locale, message, **params)
-
-        return {"_": _, "locale": locale, "locale_names": LOCALE_NAMES, "csrf_token": csrf_token,
+        # `_`, `gettext` and `ngettext` come from Flask-Babel's Jinja extension.
+        return {"locale": current_locale(), "locale_names": LOCALE_NAMES, "csrf_token": csrf_token,
                 "current_user": current_user, "tenant": g.get("tenant"),
                 "settings": context.runtime().settings}
 
 
 def current_locale() -> str:
+    """``en`` or ``zh``: the user's choice (session, profile), else the browser's, else the default."""
     from flask import session
 
+    default = context.runtime().settings.default_locale
+    if not has_request_context():
+        return default
     chosen = session.get("locale") if session else None
     if chosen in LOCALE_NAMES:
         return str(chosen)
-    return negotiate(request.headers.get("Accept-Language"), context.runtime().settings.default_locale)
+    return negotiate(request.headers.get("Accept-Language"), default)
+
+
+def babel_locale() -> str:
+    """Flask-Babel's locale selector: the interface language as Babel names it (zh → zh_CN)."""
+    return BABEL_LOCALES[current_locale()]
+
+
+#: Werkzeug's own descriptions of the errors it raises, as catalog messages: looked up by their exact
+#: English text (a dictionary lookup, never a pattern match); anything else is shown as it comes.
+HTTP_MESSAGES: dict[str, Message] = {m.msgid: m for m in (
+    _l("The browser (or proxy) sent a request that this server could not understand."),
+    _l("The server could not verify that you are authorized to access the URL requested. You either supplied "
+       "the wrong credentials (e.g. a bad password), or your browser doesn't understand how to supply the "
+       "credentials required."),
+    _l("You don't have the permission to access the requested resource. It is either read-protected or not "
+       "readable by the server."),
+    _l("The requested URL was not found on the server. If you entered the URL manually please check your "
+       "spelling and try again."),
+    _l("The method is not allowed for the requested URL."),
+    _l("The server does not support the media type transmitted in the request."),
+    _l("The request was well-formed but was unable to be followed due to semantic errors."),
+    _l('This request is required to be conditional; try using "If-Match" or "If-Unmodified-Since".'),
+    _l("This user has exceeded an allotted request count. Try again later."),
+    _l("The server encountered an internal error and was unable to complete your request. Either the server is "
+       "overloaded or there is an error in the application."),
+)}
+
+
+def _require_compiled_catalogs() -> None:
+    """Without the compiled catalog every page would silently be English: refuse to start instead."""
+    source, compiled = catalog_path(), catalog_path(suffix=".mo")
+    if not compiled.is_file():
+        msg = f"{compiled} is missing: run `make install` (or `make i18n`) to compile {source.name}"
+        raise ConfigError(msg)
+    if compiled.stat().st_mtime < source.stat().st_mtime:
+        log.warning("the compiled catalog is older than its source: run `make install`",
+                    extra={"fields": {"catalog": str(compiled)}})

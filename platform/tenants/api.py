@@ -14,6 +14,7 @@ from sqlalchemy import RowMapping, select
 from webargs.flaskparser import FlaskParser, is_json_request
 
 from core.errors import DomainError, NotFound, TooManyRequests
+from core.i18n import _l, _ln
 from tenants import schemas, services
 from tenants.context import (
     api_actor,
@@ -45,16 +46,16 @@ def read_json(data: bytes) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise DomainError("The body is not valid UTF-8.", code="invalid_json") from None
+        raise DomainError(_l("The body is not valid UTF-8."), code="invalid_json") from None
     try:
         value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise DomainError(f"The body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).",
-                          code="invalid_json") from None
+        raise DomainError(_l("The body is not valid JSON: %(reason)s (line %(line)s, column %(column)s).",
+                             reason=exc.msg, line=exc.lineno, column=exc.colno), code="invalid_json") from None
     except RecursionError:
-        raise DomainError("The body is nested too deeply.", code="invalid_json") from None
+        raise DomainError(_l("The body is nested too deeply."), code="invalid_json") from None
     except ValueError:
-        raise DomainError("The body holds a number JSON cannot carry (NaN, Infinity or too many digits).",
+        raise DomainError(_l("The body holds a number JSON cannot carry (NaN, Infinity or too many digits)."),
                           code="invalid_json") from None
     refuse_unusable_json(value)
     return value
@@ -94,7 +95,7 @@ def _expected_version() -> int | None:
         return None
     value = header.strip().removeprefix("W/").strip('"')
     if not (value.isascii() and value.isdigit()):
-        raise DomainError("If-Match must be an ETag this API returned (W/\"<version>\").", code="bad_if_match")
+        raise DomainError(_l('If-Match must be an ETag this API returned (W/"<version>").'), code="bad_if_match")
     return int(value)
 
 
@@ -172,7 +173,7 @@ class RolePermissions(MethodView):
         services.require(actor, ROLES_MANAGE)
         # The role is the resource of this URL: a missing one (or another tenant's) is a 404, not a 422.
         if session.scalar(select(Role.id).where(Role.key == key)) is None:
-            raise NotFound("No such role.")
+            raise NotFound(_l("No such role."))
         return services.set_role_permissions(session, actor, key, data["permissions"])
 
 
@@ -200,7 +201,7 @@ class DepartmentItem(MethodView):
         session = db_session()
         actor = api_actor()
         if session.get(Department, department_id) is None:
-            raise NotFound("No such department.")
+            raise NotFound(_l("No such department."))
         return services.save_department(session, actor, name=data["name"], parent_id=data["parent_id"],
                                         department_id=department_id)
 
@@ -265,8 +266,9 @@ def _spend_quota() -> None:
     g.api_budget = budget
     if not budget.allowed:
         seconds = budget.reset_s
-        raise TooManyRequests(f"This workspace has made too many API requests; try again in {seconds} seconds.",
-                              retry_after_s=seconds)
+        raise TooManyRequests(_ln("This workspace has made too many API requests; try again in %(num)d second.",
+                                  "This workspace has made too many API requests; try again in %(num)d seconds.",
+                                  seconds), retry_after_s=seconds)
 
 
 @blp.after_request

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.db import TenantBase, bind_tenant, utcnow
+from core.i18n import _l, shown
 from core.tenancy import schema_for, validate_slug
 from tenants import services
 from tenants.errors import ArchiveTooNew, InvalidArchive, SlugTaken, TenantNotFound
@@ -56,7 +57,7 @@ def export_tenant(engine: Engine, slug: str, path: Path) -> ArchiveSummary:
                 "SELECT id, slug, name, status, schema_revision FROM shared.tenants WHERE slug = %(s)s",
                 {"s": slug}).first()
             if row is None or row.status == "deleted":
-                raise TenantNotFound(f"No tenant '{slug}'.")
+                raise TenantNotFound(_l("No tenant '%(slug)s'.", slug=shown(slug)))
             schema = schema_for(row.id)
             raw = conn.connection.driver_connection
             entries: list[dict[str, Any]] = []
@@ -104,37 +105,39 @@ def read_archive(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     try:
         tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed below
     except FileNotFoundError:
-        raise InvalidArchive(f"No such file: {path}") from None
+        raise InvalidArchive(_l("No such file: %(path)s", path=str(path))) from None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise InvalidArchive(f"{path} is not a Courtyard tenant archive (unreadable: {exc}).") from None
+        raise InvalidArchive(_l("%(path)s is not a Courtyard tenant archive (unreadable: %(reason)s).", path=str(path),
+                                   reason=str(exc))) from None
     try:
         with tar:
             files = _members(tar)
     except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
-        raise InvalidArchive(f"The archive is damaged: {exc}.") from None
+        raise InvalidArchive(_l("The archive is damaged: %(reason)s.", reason=str(exc))) from None
     raw_manifest = files.get(MANIFEST)
     if raw_manifest is None or len(raw_manifest) > MAX_MANIFEST_BYTES:
-        raise InvalidArchive("The archive has no manifest.json.")
+        raise InvalidArchive(_l("The archive has no manifest.json."))
     try:
         manifest = json.loads(raw_manifest)
     except ValueError:
-        raise InvalidArchive("The archive's manifest.json is not valid JSON.") from None
+        raise InvalidArchive(_l("The archive's manifest.json is not valid JSON.")) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InvalidArchive("This is not a Courtyard tenant archive (wrong format in manifest).")
+        raise InvalidArchive(_l("This is not a Courtyard tenant archive (wrong format in manifest)."))
     version = manifest.get("format_version")
     if not isinstance(version, int) or version < 1:
-        raise InvalidArchive("The archive's manifest has no valid format_version.")
+        raise InvalidArchive(_l("The archive's manifest has no valid format_version."))
     if version != FORMAT_VERSION:
-        raise ArchiveTooNew(f"Archive format {manifest.get('format_version')} is not supported "
-                            f"(this server reads format {FORMAT_VERSION}).")
+        raise ArchiveTooNew(_l("Archive format %(version)s is not supported (this server reads format %(ours)s).",
+                               version=str(manifest.get("format_version")), ours=FORMAT_VERSION))
     if not _well_formed(manifest):
-        raise InvalidArchive("The archive's manifest.json is incomplete (tenant or tables malformed).")
+        raise InvalidArchive(_l("The archive's manifest.json is incomplete (tenant or tables malformed)."))
     for entry in manifest["tables"]:
         data = files.get(entry["file"])
         if data is None:
-            raise InvalidArchive(f"The archive is damaged: {entry.get('file')} is missing.")
+            raise InvalidArchive(_l("The archive is damaged: %(file)s is missing.", file=str(entry.get("file"))))
         if hashlib.sha256(data).hexdigest() != entry.get("sha256") or len(data) != entry.get("bytes"):
-            raise InvalidArchive(f"The archive is damaged: checksum mismatch in {entry.get('file')}.")
+            raise InvalidArchive(_l("The archive is damaged: checksum mismatch in %(file)s.",
+                                    file=str(entry.get("file"))))
     return manifest, files
 
 
@@ -142,7 +145,7 @@ def _members(tar: tarfile.TarFile) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for member in tar:
         if not member.isfile() or member.name.startswith("/") or ".." in member.name:
-            raise InvalidArchive(f"Unexpected entry in archive: {member.name!r}.")
+            raise InvalidArchive(_l("Unexpected entry in archive: %(name)s.", name=repr(member.name)))
         handle = tar.extractfile(member)
         assert handle is not None
         files[member.name] = handle.read()
@@ -171,9 +174,9 @@ def check_revision(manifest: dict[str, Any]) -> None:
     except Exception:
         known = None
     if known is None:
-        raise ArchiveTooNew(f"The archive is at schema revision {revision!r}, which this server does not know: "
-                            f"it comes from a newer Courtyard (this server is at {tenant_head()}). "
-                            "Upgrade this server first.")
+        raise ArchiveTooNew(_l("The archive is at schema revision %(revision)s, which this server does not know: "
+                               "it comes from a newer Courtyard (this server is at %(head)s). "
+                               "Upgrade this server first.", revision=repr(revision), head=tenant_head()))
 
 
 def import_tenant(session: Session, path: Path, new_slug: str, *, name: str | None = None) -> ArchiveSummary:
@@ -181,17 +184,18 @@ def import_tenant(session: Session, path: Path, new_slug: str, *, name: str | No
     check_revision(manifest)
     new_slug = validate_slug(new_slug)
     if services.find_tenant(session, new_slug) is not None:
-        raise SlugTaken(f"The slug '{new_slug}' is already taken.")
+        raise SlugTaken(_l("The slug '%(slug)s' is already taken.", slug=new_slug))
     current = {t.name: t for t in _tables()}
     entries = {e["name"]: e for e in manifest["tables"]}
     for table_name, entry in entries.items():
         table = current.get(table_name)
         if table is None:
-            raise InvalidArchive(f"The archive has a table this server does not have: {table_name}.")
+            raise InvalidArchive(_l("The archive has a table this server does not have: %(table)s.",
+                                    table=table_name))
         missing = [c for c in entry["columns"] if c not in table.columns]
         if missing:
-            raise InvalidArchive(f"Table {table_name} in the archive has columns this server lacks: "
-                                 f"{', '.join(missing)}.")
+            raise InvalidArchive(_l("Table %(table)s in the archive has columns this server lacks: %(columns)s.",
+                                    table=table_name, columns=", ".join(missing)))
     tenant = Tenant(slug=new_slug, name=(name or manifest["tenant"]["name"])[:200], status="active",
                     schema_revision=tenant_head())
     session.add(tenant)
@@ -207,18 +211,20 @@ def import_tenant(session: Session, path: Path, new_slug: str, *, name: str | No
             if entry is None:
                 # Only a table added by a later revision may be absent from an older archive.
                 if manifest["schema_revision"] == tenant_head():
-                    raise InvalidArchive(f"The archive is damaged: table {table.name} is missing.")
+                    raise InvalidArchive(_l("The archive is damaged: table %(table)s is missing.", table=table.name))
                 continue
             col_sql = ", ".join(f'"{c}"' for c in entry["columns"])
             try:
                 with cur.copy(f'COPY "{bt.schema}"."{table.name}" ({col_sql}) FROM STDIN (FORMAT binary)') as cp:
                     cp.write(files[entry["file"]])
             except Exception as exc:
-                raise InvalidArchive(f"Table {table.name} could not be restored: {exc}") from None
+                raise InvalidArchive(_l("Table %(table)s could not be restored: %(reason)s", table=table.name,
+                                        reason=str(exc))) from None
             cur.execute(f'SELECT count(*) FROM "{bt.schema}"."{table.name}"')
             n = cur.fetchone()[0]
             if n != entry["rows"]:
-                raise InvalidArchive(f"Table {table.name}: {n} rows restored, the manifest says {entry['rows']}.")
+                raise InvalidArchive(_l("Table %(table)s: %(restored)s rows restored, the manifest says %(expected)s.",
+                                        table=table.name, restored=n, expected=str(entry["rows"])))
             counts[table.name] = n
     # No audit entry is added: the restored tenant holds exactly the archived rows, nothing more.
     return ArchiveSummary(new_slug, manifest["schema_revision"], counts)

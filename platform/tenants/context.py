@@ -24,6 +24,7 @@ from werkzeug.wrappers import Request as WzRequest
 
 from core.db import CourtyardSession, Database, bind_tenant, text_problem
 from core.errors import DomainError, NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
+from core.i18n import _l
 from core.logs import request_id_var, tenant_var
 from core.mail import Mailer
 from core.permissions import Actor
@@ -146,7 +147,7 @@ def resolve_tenant() -> None:
     if slug is None:
         return
     if not SLUG_RE.match(slug):
-        raise TenantNotFound("No such workspace.")
+        raise TenantNotFound(_l("No such workspace."))
     session = db_session()
     bearer = _bearer_token()
     if bearer:
@@ -171,7 +172,7 @@ def _bearer_token() -> str | None:
 def current_tenant() -> BoundTenant:
     tenant = g.get("tenant")
     if tenant is None:
-        raise NotFound("Not found.")
+        raise NotFound(_l("Not found."))
     return cast(BoundTenant, tenant)
 
 
@@ -264,8 +265,7 @@ def permission_required(permission: str) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             actor = current_actor()
             if actor is None or not actor.can(permission):
-                msg = "You do not have access to this page."
-                raise PermissionDenied(msg)
+                raise PermissionDenied(_l("You do not have access to this page."))
             return view(*args, **kwargs)
 
         return cast(F, wrapper)
@@ -286,20 +286,20 @@ def api_actor() -> Actor:
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise NotAuthenticated("Use 'Authorization: Bearer <token>'.", code="invalid_token")
+            raise NotAuthenticated(_l("Use 'Authorization: Bearer <token>'."), code="invalid_token")
         # Usually already checked with the tenant lookup, in the same query.
         checked = g.get("token_checked")
         info = g.get("token_info") if checked else services.check_token(db_session(), token.strip())
         if info is None:
-            raise NotAuthenticated("The access token is invalid, expired or revoked.", code="invalid_token")
+            raise NotAuthenticated(_l("The access token is invalid, expired or revoked."), code="invalid_token")
         if info.tenant_id != tenant.id:
-            raise NotFound("Not found.")
+            raise NotFound(_l("Not found."))
         g.actor = Actor(id=None, label=f"client:{info.client_id}", permissions=info.scopes, kind="client",
                         request_id=g.get("request_id"), ip=request.remote_addr)
         return cast(Actor, g.actor)
     actor = current_actor()
     if actor is None:
-        raise NotAuthenticated("Sign in or send a bearer token.")
+        raise NotAuthenticated(_l("Sign in or send a bearer token."))
     return actor
 
 
@@ -355,10 +355,10 @@ def refuse_text(name: str, problem: str) -> None:
     """Refuse a field whose text no column can store, naming the field."""
     shown = shown_name(name) or "_schema"
     if problem == "nul":
-        raise ValidationFailed(f"The field '{shown}' contains a NUL character; remove it and try again.",
-                               field_errors={shown: ["Must not contain NUL characters."]})
-    raise ValidationFailed(f"The field '{shown}' contains an unpaired surrogate, which is not valid Unicode.",
-                           field_errors={shown: ["Not valid Unicode text."]})
+        raise ValidationFailed(_l("The field '%(name)s' contains a NUL character; remove it and try again.",
+                                  name=shown), field_errors={shown: [_l("Must not contain NUL characters.")]})
+    raise ValidationFailed(_l("The field '%(name)s' contains an unpaired surrogate, which is not valid Unicode.",
+                              name=shown), field_errors={shown: [_l("Not valid Unicode text.")]})
 
 
 def _strings(value: Any, field: str) -> Iterator[tuple[str, str]]:
@@ -391,7 +391,7 @@ def refuse_unusable_input() -> None:
     if request.url_rule is None:
         return  # no such page or method: that answer (404/405) comes first
     if request.environ.get(BAD_QUERY_KEY):
-        raise DomainError("The query string is not valid UTF-8.", code="invalid_encoding")
+        raise DomainError(_l("The query string is not valid UTF-8."), code="invalid_encoding")
     pairs: list[tuple[str, Any]] = list(request.args.items(multi=True))
     pairs += list((request.view_args or {}).items())
     if request.mimetype in FORM_MIMETYPES:
@@ -412,9 +412,9 @@ def _refuse_unusable_basic(encoded: str) -> None:
     try:
         credentials = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise DomainError("The Basic credentials are not valid UTF-8.", code="invalid_request") from None
+        raise DomainError(_l("The Basic credentials are not valid UTF-8."), code="invalid_request") from None
     if "\x00" in credentials:
-        raise DomainError("The Basic credentials contain a NUL character.", code="invalid_request")
+        raise DomainError(_l("The Basic credentials contain a NUL character."), code="invalid_request")
 
 
 def teardown(_exc: BaseException | None) -> None:

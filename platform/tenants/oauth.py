@@ -18,6 +18,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from flask import Flask, Request, Response, request
 
 from core.errors import DomainError, TooManyRequests
+from core.i18n import _l, shown
 from core.permissions import known
 from core.security import digest, same
 from tenants import services
@@ -106,13 +107,15 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
         # scope is returned with the token.
         unknown = sorted(s for s in (scope or "").split() if not known(s))
         if unknown:
-            raise InvalidScopeError(description=f"Unknown scope: {' '.join(unknown)}.")
+            # OAuth's error_description is for developers (English, ASCII: RFC 6749); what the client sent
+            # is cut short.
+            raise InvalidScopeError(description=f"Unknown scope: {shown(' '.join(unknown), ellipsis='...')}.")
 
     def create_oauth2_request(self, req: Any) -> FlaskOAuth2Request:
         if request.is_secure:
             return FlaskOAuth2Request(request)
         if runtime().settings.secure_cookies:
-            raise DomainError("Request tokens over HTTPS.", code="insecure_transport")
+            raise DomainError(_l("Request tokens over HTTPS."), code="insecure_transport")
         return FlaskOAuth2Request(_AsHttps(request))
 
 
@@ -156,7 +159,7 @@ def register(app: Flask) -> None:
         # Guessing client secrets costs a request each: cap them per tenant and address.
         if not rt.limiter.hit(f"token:{tenant.id}:{request.remote_addr}", limit=rt.settings.token_requests_per_minute,
                               window_s=60):
-            raise TooManyRequests("Too many token requests; try again in a minute.")
+            raise TooManyRequests(_l("Too many token requests; try again in a minute."))
         response: Response = server.create_token_response()
         return response
 

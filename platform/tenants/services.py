@@ -27,6 +27,7 @@ from core.errors import (
     TenantUnavailable,
     ValidationFailed,
 )
+from core.i18n import MAX_PARAM_CHARS, Message, _l, _ln, shown
 from core.permissions import Actor, known
 from core.security import digest, hash_password, needs_rehash, new_secret, password_problem, verify_password
 from core.tasks import OutboxTask
@@ -59,40 +60,47 @@ def bound(tenant: Tenant | BoundTenant) -> BoundTenant:
 
 def require(actor: Actor, permission: str) -> None:
     if not actor.can(permission):
-        msg = f"You need the '{permission}' permission for this."
-        raise PermissionDenied(msg)
+        raise PermissionDenied(_l("You need the '%(permission)s' permission for this.", permission=permission))
 
 
 def clean_email(email: str) -> str:
     value = (email or "").strip()
     if not EMAIL_RE.match(value) or len(value) > 254 or text_problem(value):
-        msg = f"'{email}' is not a valid e-mail address."
-        raise ValidationFailed(msg, field_errors={"email": ["Enter a valid e-mail address."]})
+        # Quoted short: the address may be anything a client sent, of any length.
+        raise ValidationFailed(_l("'%(email)s' is not a valid e-mail address.", email=shown(value)),
+                               field_errors={"email": [_l("Enter a valid e-mail address.")]})
     return value.lower()
+
+
+#: How a field a service checks is named in its messages.
+FIELD_LABELS = {"name": _l("Name")}
 
 
 def clean_name(value: str, field: str = "name", max_len: int = 200) -> str:
     value = (value or "").strip()
+    label = FIELD_LABELS.get(field) or field.capitalize()
     if not value:
-        raise ValidationFailed(f"{field.capitalize()} is required.", field_errors={field: ["Required."]})
+        raise ValidationFailed(_l("%(field)s is required.", field=label), field_errors={field: [_l("Required.")]})
     # The web refuses such text before a view runs; the CLI reaches here without that check.
     problem = text_problem(value)
     if problem == "nul":
-        raise ValidationFailed(f"{field.capitalize()} must not contain NUL characters.",
-                               field_errors={field: ["Must not contain NUL characters."]})
+        raise ValidationFailed(_l("%(field)s must not contain NUL characters.", field=label),
+                               field_errors={field: [_l("Must not contain NUL characters.")]})
     if problem == "surrogate":
-        raise ValidationFailed(f"{field.capitalize()} is not valid UTF-8 text.",
-                               field_errors={field: ["Not valid Unicode text."]})
+        raise ValidationFailed(_l("%(field)s is not valid UTF-8 text.", field=label),
+                               field_errors={field: [_l("Not valid Unicode text.")]})
     if len(value) > max_len:
-        msg = f"{field.capitalize()} is too long (at most {max_len} characters)."
-        raise ValidationFailed(msg, field_errors={field: [f"At most {max_len} characters."]})
+        raise ValidationFailed(
+            _ln("%(field)s is too long (at most %(num)d character).",
+                "%(field)s is too long (at most %(num)d characters).", max_len, field=label),
+            field_errors={field: [_ln("At most %(num)d character.", "At most %(num)d characters.", max_len)]})
     return value
 
 
 def check_password(password: str, field: str = "password") -> str:
     problem = password_problem(password or "")
     if problem:
-        raise ValidationFailed(f"Password refused: {problem}", field_errors={field: [problem]})
+        raise ValidationFailed(_l("Password refused: %(problem)s", problem=problem), field_errors={field: [problem]})
     return password
 
 
@@ -145,8 +153,7 @@ def find_tenant(session: Session, slug: str) -> Tenant | None:
 def get_tenant(session: Session, slug: str) -> Tenant:
     tenant = find_tenant(session, slug)
     if tenant is None:
-        msg = f"No tenant '{slug}'."
-        raise TenantNotFound(msg)
+        raise TenantNotFound(_l("No tenant '%(slug)s'.", slug=shown(slug)))
     return tenant
 
 
@@ -215,11 +222,11 @@ def lookup_tenant_and_token(session: Session, slug: str, secret: str) -> tuple[B
 def usable(tenant: Tenant | BoundTenant | None) -> BoundTenant:
     """The tenant a request may work for: unknown → 404, suspended/deleted → refused before any data."""
     if tenant is None:
-        raise TenantNotFound("No such workspace.")
+        raise TenantNotFound(_l("No such workspace."))
     if tenant.status == "suspended":
-        raise TenantUnavailable("This workspace is suspended. Contact your administrator.")
+        raise TenantUnavailable(_l("This workspace is suspended. Contact your administrator."))
     if tenant.status == "deleted":
-        raise TenantGoneError("This workspace has been deleted.")
+        raise TenantGoneError(_l("This workspace has been deleted."))
     return bound(tenant)
 
 
@@ -276,8 +283,8 @@ def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_ema
     admin_name = clean_name(admin_name) if admin_name else email.split("@")[0][:200]
     check_password(admin_password)
     if find_tenant(session, slug) is not None:
-        msg = f"The slug '{slug}' is already taken."
-        raise SlugTaken(msg, field_errors={"slug": ["Already taken."]})
+        raise SlugTaken(_l("The slug '%(slug)s' is already taken.", slug=slug),
+                        field_errors={"slug": [_l("Already taken.")]})
     tenant = Tenant(slug=slug, name=name, status="active", schema_revision=tenant_head())
     if tenant_id is not None:
         tenant.id = tenant_id
@@ -286,8 +293,8 @@ def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_ema
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        msg = f"The slug '{slug}' is already taken."
-        raise SlugTaken(msg, field_errors={"slug": ["Already taken."]}) from None
+        raise SlugTaken(_l("The slug '%(slug)s' is already taken.", slug=slug),
+                        field_errors={"slug": [_l("Already taken.")]}) from None
     bt = bound(tenant)
     create_schema(session, bt)
     tsession = bind_tenant(session, bt)
@@ -305,12 +312,10 @@ def rename_tenant(session: Session, slug: str, new_slug: str) -> Tenant:
     tenant = get_tenant(session, slug)
     if tenant.status == "deleted":
         # The tombstone keeps its slug reserved; moving it would free the old URLs for someone else.
-        msg = f"Tenant '{slug}' is deleted; it cannot be renamed."
-        raise Conflict(msg)
+        raise Conflict(_l("Tenant '%(slug)s' is deleted; it cannot be renamed.", slug=slug))
     new_slug = validate_slug(new_slug)
     if find_tenant(session, new_slug) is not None:
-        msg = f"The slug '{new_slug}' is already taken."
-        raise SlugTaken(msg)
+        raise SlugTaken(_l("The slug '%(slug)s' is already taken.", slug=new_slug))
     tenant.slug = new_slug
     session.flush()
     return tenant
@@ -319,8 +324,7 @@ def rename_tenant(session: Session, slug: str, new_slug: str) -> Tenant:
 def set_status(session: Session, slug: str, status: str) -> Tenant:
     tenant = get_tenant(session, slug)
     if tenant.status == "deleted":
-        msg = f"Tenant '{slug}' is deleted; it cannot be {status}."
-        raise Conflict(msg)
+        raise Conflict(_l("Tenant '%(slug)s' is deleted; it cannot be %(status)s.", slug=slug, status=status))
     tenant.status = status
     tenant.status_changed_at = utcnow()
     session.flush()
@@ -358,7 +362,7 @@ def actor_for(user: User, *, request_id: str | None = None, ip: str | None = Non
 def get_user(session: Session, user_id: uuid.UUID) -> User:
     user = session.get(User, user_id)
     if user is None:
-        raise NotFound("No such user.")
+        raise NotFound(_l("No such user."))
     return user
 
 
@@ -396,7 +400,7 @@ def view_user(session: Session, actor: Actor, user_id: uuid.UUID) -> RowMapping:
     # form as is; a copy is matched column by column against the cached result map on every call.
     row = session.connection().execute(_USER_VIEW, {"user_id": user_id}).mappings().first()
     if row is None:
-        raise NotFound("No such user.")
+        raise NotFound(_l("No such user."))
     return row
 
 
@@ -406,8 +410,8 @@ def get_role(session: Session, key_or_id: str | uuid.UUID) -> Role:
     else:
         role = session.scalar(select(Role).where(Role.key == key_or_id))
     if role is None:
-        msg = f"No role '{key_or_id}'."
-        raise ValidationFailed(msg, field_errors={"role": ["Unknown role."]})
+        raise ValidationFailed(_l("No role '%(role)s'.", role=shown(key_or_id)),
+                               field_errors={"role": [_l("Unknown role.")]})
     return role
 
 
@@ -416,8 +420,8 @@ def create_user(session: Session, actor: Actor, *, email: str, name: str | None 
     require(actor, perms.USERS_MANAGE)
     email = clean_email(email)
     if find_user_by_email(session, email) is not None:
-        msg = f"A user with e-mail {email} already exists."
-        raise EmailTaken(msg, field_errors={"email": ["Already in use."]})
+        raise EmailTaken(_l("A user with e-mail %(email)s already exists.", email=email),
+                         field_errors={"email": [_l("Already in use.")]})
     role_obj = get_role(session, role)
     _may_assign(actor, role_obj)
     if department_id is not None:
@@ -445,8 +449,7 @@ def update_user(session: Session, actor: Actor, user_id: uuid.UUID, *, name: str
         require(actor, perms.USERS_MANAGE)
         _may_assign(actor, user.role)  # nobody edits someone who may do more than they may
     if expected_version is not None and expected_version != user.version:
-        msg = "This user was changed by someone else; reload and try again."
-        raise PreconditionFailed(msg)
+        raise PreconditionFailed(_l("This user was changed by someone else; reload and try again."))
     before = snapshot(user, USER_FIELDS)
     # One UPDATE (one version step) for the whole edit: lookups below must not flush half of it.
     with session.no_autoflush:
@@ -478,7 +481,7 @@ def _apply_user_changes(session: Session, actor: Actor, user: User, *, name: str
         user.department_id = department_id  # type: ignore[assignment]
     if locale is not None:
         if locale not in ("en", "zh"):
-            raise ValidationFailed("Language must be 'en' or 'zh'.", field_errors={"locale": ["en or zh"]})
+            raise ValidationFailed(_l("Language must be 'en' or 'zh'."), field_errors={"locale": [_l("en or zh")]})
         user.locale = locale
 
 
@@ -486,8 +489,8 @@ def _may_assign(actor: Actor, role: Role) -> None:
     """Managing users never escalates: only someone holding every function of a role may give it to
     a user, or edit or deactivate a user who has it (so a user manager cannot make anyone admin)."""
     if not role.effective_permissions <= actor.permissions:
-        msg = "You cannot give anyone, or manage anyone who has, functions you do not have yourself."
-        raise PermissionDenied(msg)
+        raise PermissionDenied(_l("You cannot give anyone, or manage anyone who has, functions you do not have "
+                                  "yourself."))
 
 
 def _ensure_other_admin(session: Session, user: User) -> None:
@@ -499,8 +502,8 @@ def _ensure_other_admin(session: Session, user: User) -> None:
         select(func.count()).select_from(User).join(Role)
         .where(Role.key == "admin", User.active.is_(True), User.id != user.id))
     if not others:
-        msg = "This is the last active administrator; make someone else an administrator first."
-        raise Conflict(msg, code="last_admin")
+        raise Conflict(_l("This is the last active administrator; make someone else an administrator first."),
+                       code="last_admin")
 
 
 def set_active(session: Session, actor: Actor, user_id: uuid.UUID, active: bool) -> User:
@@ -512,7 +515,7 @@ def set_active(session: Session, actor: Actor, user_id: uuid.UUID, active: bool)
         return user
     if not active:
         if user.id == actor.id:
-            raise Conflict("You cannot deactivate yourself.", code="self_deactivation")
+            raise Conflict(_l("You cannot deactivate yourself."), code="self_deactivation")
         if user.role.key == "admin":
             _ensure_other_admin(session, user)
     before = snapshot(user, USER_FIELDS)
@@ -549,10 +552,10 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
 def change_password(session: Session, actor: Actor, user_id: uuid.UUID, current: str, new: str) -> None:
     user = get_user(session, user_id)
     if actor.id != user.id:
-        raise PermissionDenied("You can only change your own password.")
+        raise PermissionDenied(_l("You can only change your own password."))
     if not verify_password(user.password_hash, current):
-        raise ValidationFailed("The current password is wrong.",
-                               field_errors={"current_password": ["Wrong password."]})
+        raise ValidationFailed(_l("The current password is wrong."),
+                               field_errors={"current_password": [_l("Wrong password.")]})
     user.password_hash = hash_password(check_password(new, "new_password"))
     session.flush()
     audit(session, actor, "user.password_changed", "user", user.id)
@@ -574,8 +577,8 @@ def invite(session: Session, actor: Actor, *, email: str, role: str, name: str =
     require(actor, perms.USERS_MANAGE)
     address = clean_email(email)
     if find_user_by_email(session, address) is not None:
-        msg = f"{address} is already a user of this workspace."
-        raise EmailTaken(msg, field_errors={"email": ["Already a user."]})
+        raise EmailTaken(_l("%(email)s is already a user of this workspace.", email=address),
+                         field_errors={"email": [_l("Already a user.")]})
     role_obj = get_role(session, role)
     _may_assign(actor, role_obj)
     if department_id is not None:
@@ -608,7 +611,7 @@ def revoke_invitation(session: Session, actor: Actor, invitation_id: uuid.UUID) 
     require(actor, perms.USERS_MANAGE)
     inv = session.get(Invitation, invitation_id)
     if inv is None:
-        raise NotFound("No such invitation.")
+        raise NotFound(_l("No such invitation."))
     if inv.revoked_at is None and inv.accepted_at is None:
         inv.revoked_at = utcnow()
         inv.updated_by = _uid(actor)
@@ -620,14 +623,14 @@ def revoke_invitation(session: Session, actor: Actor, invitation_id: uuid.UUID) 
 def open_invitation(session: Session, secret: str) -> Invitation:
     inv = session.scalar(select(Invitation).where(Invitation.token_digest == digest(secret or "")))
     if inv is None or inv.revoked_at is not None or inv.accepted_at is not None or inv.expires_at < utcnow():
-        raise InvalidToken("This invitation link is invalid or has expired. Ask for a new one.")
+        raise InvalidToken(_l("This invitation link is invalid or has expired. Ask for a new one."))
     return inv
 
 
 def accept_invitation(session: Session, secret: str, *, name: str, password: str) -> User:
     inv = open_invitation(session, secret)
     if find_user_by_email(session, inv.email) is not None:
-        raise EmailTaken("This address already has an account; sign in instead.")
+        raise EmailTaken(_l("This address already has an account; sign in instead."))
     user = User(email=inv.email, name=clean_name(name or inv.name or inv.email.split("@")[0]),
                 password_hash=hash_password(check_password(password)), role_id=inv.role_id,
                 department_id=inv.department_id, created_by=inv.created_by)
@@ -660,7 +663,7 @@ def open_reset(session: Session, secret: str) -> PasswordReset:
     """The reset a link stands for, if it can still be used (checked before the form is shown too)."""
     reset = session.scalar(select(PasswordReset).where(PasswordReset.token_digest == digest(secret or "")))
     if reset is None or reset.used_at is not None or reset.expires_at < utcnow():
-        raise InvalidToken("This reset link is invalid or has expired. Ask for a new one.")
+        raise InvalidToken(_l("This reset link is invalid or has expired. Ask for a new one."))
     return reset
 
 
@@ -668,7 +671,7 @@ def reset_password(session: Session, secret: str, new_password: str) -> User:
     reset = open_reset(session, secret)
     user = get_user(session, reset.user_id)
     if not user.active:
-        raise InvalidToken("This account is deactivated.")
+        raise InvalidToken(_l("This account is deactivated."))
     user.password_hash = hash_password(check_password(new_password))
     reset.used_at = utcnow()
     # Every other open link for this user dies with this one.
@@ -682,13 +685,13 @@ def reset_password(session: Session, secret: str, new_password: str) -> User:
 # --------------------------------------------------------------------------- roles
 
 
-def _no_escalation(actor: Actor, granted: Sequence[str], what: str) -> None:
+def _no_escalation(actor: Actor, granted: Sequence[str], what: Message) -> None:
     """Nobody hands out what they do not hold: a manager who may edit roles or API clients cannot
     grant a role or a client more than their own functions (an administrator holds them all)."""
     beyond = sorted(set(granted) - actor.permissions)
     if beyond:
-        msg = f"You cannot grant {what} you do not have yourself: {', '.join(beyond)}."
-        raise PermissionDenied(msg)
+        raise PermissionDenied(_l("You cannot grant %(what)s you do not have yourself: %(items)s.", what=what,
+                                  items=shown(", ".join(beyond), MAX_PARAM_CHARS)))
 
 
 def list_roles(session: Session) -> list[Role]:
@@ -699,12 +702,12 @@ def set_role_permissions(session: Session, actor: Actor, key: str, permissions: 
     require(actor, perms.ROLES_MANAGE)
     role = get_role(session, key)
     if role.key == "admin":
-        raise Conflict("The administrator role always has every function.", code="admin_role_locked")
+        raise Conflict(_l("The administrator role always has every function."), code="admin_role_locked")
     unknown = sorted(p for p in permissions if not known(p))
     if unknown:
-        msg = f"Unknown functions: {', '.join(unknown)}."
+        msg = _l("Unknown functions: %(names)s.", names=shown(", ".join(unknown)))
         raise ValidationFailed(msg, field_errors={"permissions": [msg]})
-    _no_escalation(actor, permissions, "functions")
+    _no_escalation(actor, permissions, _l("functions"))
     before = {"permissions": sorted(role.permissions)}
     role.permissions = sorted(set(permissions))
     role.updated_by = _uid(actor)
@@ -716,10 +719,10 @@ def set_role_permissions(session: Session, actor: Actor, key: str, permissions: 
 def create_role(session: Session, actor: Actor, *, key: str, name: str, permissions: Sequence[str] = ()) -> Role:
     require(actor, perms.ROLES_MANAGE)
     if not re.fullmatch(r"[a-z][a-z0-9_]{1,39}", key or ""):
-        raise ValidationFailed("Role keys use lower-case letters, digits and underscores.",
-                               field_errors={"key": ["Invalid key."]})
+        raise ValidationFailed(_l("Role keys use lower-case letters, digits and underscores."),
+                               field_errors={"key": [_l("Invalid key.")]})
     if session.scalar(select(Role).where(Role.key == key)) is not None:
-        raise Conflict(f"A role '{key}' already exists.", field_errors={"key": ["Already exists."]})
+        raise Conflict(_l("A role '%(key)s' already exists.", key=key), field_errors={"key": [_l("Already exists.")]})
     role = Role(key=key, name=clean_name(name, max_len=100), permissions=[], created_by=_uid(actor))
     session.add(role)
     session.flush()
@@ -735,7 +738,8 @@ def create_role(session: Session, actor: Actor, *, key: str, name: str, permissi
 def get_department(session: Session, department_id: uuid.UUID) -> Department:
     dept = session.get(Department, department_id)
     if dept is None:
-        raise ValidationFailed("No such department.", field_errors={"department_id": ["Unknown department."]})
+        raise ValidationFailed(_l("No such department."),
+                               field_errors={"department_id": [_l("Unknown department.")]})
     return dept
 
 
@@ -772,8 +776,8 @@ def save_department(session: Session, actor: Actor, *, name: str, parent_id: uui
         if department_id is not None:
             stmt = stmt.where(Department.id != department_id)
         if session.scalar(stmt.limit(1)) is not None:
-            msg = f"A department named '{name}' already exists there."
-            raise Conflict(msg, field_errors={"name": ["Already exists at this level."]})
+            raise Conflict(_l("A department named '%(name)s' already exists there.", name=name),
+                           field_errors={"name": [_l("Already exists at this level.")]})
     dept: Department | None
     if department_id is None:
         dept = Department(name=name, parent_id=parent_id, created_by=_uid(actor), updated_by=_uid(actor))
@@ -782,13 +786,13 @@ def save_department(session: Session, actor: Actor, *, name: str, parent_id: uui
     else:
         dept = session.get(Department, department_id)
         if dept is None:
-            raise NotFound("No such department.")
+            raise NotFound(_l("No such department."))
         # Moving a department under itself or its own descendant would cut the tree loose.
         cursor = parent_id
         while cursor is not None:
             if cursor == dept.id:
-                raise ValidationFailed("A department cannot be moved under itself.",
-                                       field_errors={"parent_id": ["Would create a cycle."]})
+                raise ValidationFailed(_l("A department cannot be moved under itself."),
+                                       field_errors={"parent_id": [_l("Would create a cycle.")]})
             cursor = session.get(Department, cursor).parent_id  # type: ignore[union-attr]
         before = snapshot(dept, ("name", "parent_id"))
         dept.name, dept.parent_id, dept.updated_by = name, parent_id, _uid(actor)
@@ -797,8 +801,8 @@ def save_department(session: Session, actor: Actor, *, name: str, parent_id: uui
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        msg = f"A department named '{name}' already exists there."
-        raise Conflict(msg, field_errors={"name": ["Already exists at this level."]}) from None
+        raise Conflict(_l("A department named '%(name)s' already exists there.", name=name),
+                       field_errors={"name": [_l("Already exists at this level.")]}) from None
     audit(session, actor, action, "department", dept.id, before=before, after=snapshot(dept, ("name", "parent_id")))
     return dept
 
@@ -807,9 +811,9 @@ def delete_department(session: Session, actor: Actor, department_id: uuid.UUID) 
     require(actor, perms.DEPARTMENTS_MANAGE)
     dept = session.get(Department, department_id)
     if dept is None:
-        raise NotFound("No such department.")
+        raise NotFound(_l("No such department."))
     if session.scalar(select(func.count()).select_from(Department).where(Department.parent_id == dept.id)):
-        raise Conflict("Move or delete its sub-departments first.", code="department_has_children")
+        raise Conflict(_l("Move or delete its sub-departments first."), code="department_has_children")
     session.execute(update(User).where(User.department_id == dept.id).values(department_id=None))
     before = snapshot(dept, ("name", "parent_id"))
     session.delete(dept)
@@ -834,11 +838,11 @@ def create_client(session: Session, actor: Actor, tenant: BoundTenant, *, name: 
     scopes = sorted(set(scopes))
     unknown = [s for s in scopes if not known(s)]
     if unknown:
-        msg = f"Unknown scopes: {', '.join(unknown)}."
+        msg = _l("Unknown scopes: %(names)s.", names=shown(", ".join(unknown)))
         raise ValidationFailed(msg, field_errors={"scopes": [msg]})
-    _no_escalation(actor, scopes, "scopes")
+    _no_escalation(actor, scopes, _l("scopes"))
     if not scopes:
-        raise ValidationFailed("Grant at least one scope.", field_errors={"scopes": ["Required."]})
+        raise ValidationFailed(_l("Grant at least one scope."), field_errors={"scopes": [_l("Required.")]})
     secret = new_secret(32)
     client = OAuthClient(tenant_id=tenant.id, client_id="cy_" + new_secret(12), secret_digest=digest(secret),
                          name=name, scopes=scopes, created_by=_uid(actor))
@@ -868,7 +872,7 @@ def revoke_client(session: Session, actor: Actor, tenant: BoundTenant, client_id
     client = session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id,
                                                       OAuthClient.tenant_id == tenant.id))
     if client is None:
-        raise NotFound("No such client.")
+        raise NotFound(_l("No such client."))
     if client.revoked_at is None:
         now = utcnow()
         client.revoked_at = now

@@ -23,7 +23,7 @@ from flask import (
 from sqlalchemy import text
 
 from core.errors import DomainError, TooManyRequests
-from core.i18n import LOCALE_NAMES, translate
+from core.i18n import LOCALE_NAMES, _, _l, both
 from core.mail import Mail
 from core.permissions import Actor, catalog
 from core.tenancy import BoundTenant
@@ -59,11 +59,6 @@ def _mail_link(tenant: BoundTenant, endpoint: str, **values: Any) -> str:
     forged Host would otherwise send a reset token to someone else's server)."""
     path = url_for(endpoint, **values).removeprefix(request.script_root)
     return runtime().settings.tenant_link(tenant.slug, path)
-
-
-def _both(message: str, *, sep: str = " · ", **params: object) -> str:
-    """Chinese and English side by side: a mail's reader may not share the sender's language."""
-    return f"{translate('zh', message, **params)}{sep}{translate('en', message, **params)}"
 
 
 def _client_ip() -> str:
@@ -116,7 +111,7 @@ def set_locale() -> Any:
     """Switch the interface language (中文 / English); remembered on the user when signed in."""
     locale = request.form.get("locale", "")
     if locale not in LOCALE_NAMES:
-        raise DomainError("Choose 'en' or 'zh'.", field_errors={"locale": ["en or zh"]})
+        raise DomainError(_l("Choose 'en' or 'zh'."), field_errors={"locale": [_l("en or zh")]})
     session["locale"] = locale
     if g.get("tenant") is not None:
         user = current_user()
@@ -151,7 +146,7 @@ def signup() -> Any:
         return render_template("site/signup.html", form={}, field_errors={})
     if not rt.limiter.hit(f"signup:{_client_ip()}", limit=rt.settings.signup_limit_per_hour, window_s=3600):
         return _form_error("site/signup.html", TooManyRequests(
-            "Too many sign-ups from your network in the last hour. Try again later."))
+            _l("Too many sign-ups from your network in the last hour. Try again later.")))
     form = request.form
     session_db = db_session()
     try:
@@ -192,11 +187,11 @@ def sign_in_page() -> Any:
     within = [rt.limiter.hit(k, limit=lim, window_s=window) for k, lim in zip(keys, limits, strict=True)]
     if not all(within):
         return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
-                               error="Too many failed attempts. Wait a few minutes and try again."), 429
+                               error=_("Too many failed attempts. Wait a few minutes and try again.")), 429
     user = services.authenticate(db_session(), email, password)
     if user is None:
         return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
-                               error="Wrong e-mail or password."), 401
+                               error=_("Wrong e-mail or password.")), 401
     rt.limiter.reset(keys[0])
     sign_in(user, tenant)
     return redirect(_safe_next(request.form.get("next")))
@@ -236,14 +231,14 @@ def forgot() -> Any:
     rt = runtime()
     if not rt.limiter.hit(f"forgot:{_client_ip()}", limit=10, window_s=3600):
         return render_template("staff/forgot.html", form=request.form,
-                               error="Too many requests. Try again later."), 429
+                               error=_("Too many requests. Try again later.")), 429
     issued = services.request_password_reset(db_session(), request.form.get("email", ""))
     if issued is not None:
         user, token = issued
         link = _mail_link(tenant, "staff.reset", token=token.secret)
         send_mail(db_session(), tenant, Mail(
-            to=user.email, subject=_both("Reset your {name} password", name=tenant.name),
-            text=_both("Open this link within two hours to choose a new password:", sep="\n")
+            to=user.email, subject=both(_l("Reset your %(name)s password", name=tenant.name)),
+            text=both(_l("Open this link within two hours to choose a new password:"), sep="\n")
             + f"\n\n{link}\n"))
     # Same answer whether or not the address exists.
     return render_template("staff/forgot.html", form={}, sent=True)
@@ -314,7 +309,7 @@ def _users_page(query: str | None = None) -> dict[str, Any]:
 def revoke_invitation(invitation_id: uuid.UUID) -> Any:
     """Withdraw a pending invitation: its link stops working."""
     invitation = services.revoke_invitation(db_session(), _actor(), invitation_id)
-    flash(f"Invitation to {invitation.email} withdrawn.")
+    flash(_("Invitation to %(email)s withdrawn.", email=invitation.email))
     return redirect(url_for("staff.users"))
 
 
@@ -334,10 +329,10 @@ def invite() -> Any:
         return _form_error("staff/users.html", exc, **_users_page())
     link = _mail_link(tenant, "staff.accept", token=token.secret)
     send_mail(session_db, tenant, Mail(
-        to=invitation.email, subject=_both("You are invited to {name} on Courtyard", name=tenant.name),
-        text=_both("{who} invited you to {name}. Accept within 7 days:", sep="\n", who=_actor().label,
-                   name=tenant.name) + f"\n\n{link}\n"))
-    flash(f"Invitation sent to {invitation.email}.")
+        to=invitation.email, subject=both(_l("You are invited to %(name)s on Courtyard", name=tenant.name)),
+        text=both(_l("%(who)s invited you to %(name)s. Accept within 7 days:", who=_actor().label,
+                     name=tenant.name), sep="\n") + f"\n\n{link}\n"))
+    flash(_("Invitation sent to %(email)s.", email=invitation.email))
     return redirect(url_for("staff.users"))
 
 
@@ -361,7 +356,7 @@ def update_user(user_id: uuid.UUID) -> Any:
         # The form on that page is the invitation form: it must not show this edit's fields.
         return render_template("staff/users.html", error=exc.message, field_errors={}, form={},
                                **_users_page()), exc.status
-    flash("Saved.")
+    flash(_("Saved."))
     return redirect(url_for("staff.users"))
 
 
@@ -371,7 +366,7 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise DomainError("Not a valid id.", field_errors={"department_id": ["Invalid id."]}) from None
+        raise DomainError(_l("Not a valid id."), field_errors={"department_id": [_l("Invalid id.")]}) from None
 
 
 @staff.route("/admin/roles", methods=["GET", "POST"])
@@ -385,7 +380,7 @@ def roles() -> Any:
         except DomainError as exc:
             session_db.rollback()
             return _form_error("staff/roles.html", exc, roles=services.list_roles(session_db), catalog=catalog())
-        flash("Saved.")
+        flash(_("Saved."))
         return redirect(url_for("staff.roles"))
     return render_template("staff/roles.html", roles=services.list_roles(session_db), catalog=catalog())
 
@@ -406,7 +401,7 @@ def departments() -> Any:
         except DomainError as exc:
             session_db.rollback()
             return _form_error("staff/departments.html", exc, tree=services.department_tree(session_db))
-        flash("Saved.")
+        flash(_("Saved."))
         return redirect(url_for("staff.departments"))
     return render_template("staff/departments.html", tree=services.department_tree(session_db), form={})
 
@@ -414,7 +409,7 @@ def departments() -> Any:
 def _required_uuid(value: str | None) -> uuid.UUID:
     result = _uuid_or_none(value)
     if result is None:
-        raise DomainError("An id is required.", field_errors={"id": ["Required."]})
+        raise DomainError(_l("An id is required."), field_errors={"id": [_l("Required.")]})
     return result
 
 
@@ -428,7 +423,7 @@ def clients() -> Any:
         try:
             if request.form.get("action") == "revoke":
                 services.revoke_client(session_db, _actor(), tenant, request.form.get("client_id", ""))
-                flash("Client revoked; its tokens no longer work.")
+                flash(_("Client revoked; its tokens no longer work."))
             else:
                 created = services.create_client(session_db, _actor(), tenant, name=request.form.get("name", ""),
                                                  scopes=request.form.getlist("scopes"))
@@ -455,7 +450,7 @@ def profile() -> Any:
     except DomainError as exc:
         db_session().rollback()
         return _form_error("staff/profile.html", exc)
-    flash("Your password has been changed.")
+    flash(_("Your password has been changed."))
     return redirect(url_for("staff.profile"))
 
 
