@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.i18n import Message
+
 
 @dataclass(frozen=True, slots=True)
 class Permission:
     name: str
-    label: str
-    label_zh: str
+    label: Message  # `_l("...")`: shown in the reader's language
     group: str
 
 

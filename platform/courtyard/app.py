@@ -31,6 +31,7 @@ from core.i18n import (
     catalog_path,
     negotiate,
     rendered,
+    shown,
     translations_dir,
 )
 from core.logs import stamp_context
@@ -146,7 +147,7 @@ def _guard_unsafe_method() -> None:
     if path.startswith("/api/"):
         if request.content_length and request.mimetype not in JSON_MIMETYPES:
             raise DomainError(_l("Send JSON (Content-Type: application/json), not %(mimetype)s.",
-                                 mimetype=request.mimetype or "nothing"), code="unsupported_media_type")
+                                 mimetype=shown(request.mimetype or "nothing")), code="unsupported_media_type")
         if request.headers.get("Authorization"):
             return  # bearer tokens are not sent by browsers on their own: no CSRF risk
     if request.endpoint in oauth.CSRF_EXEMPT:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.i18n import _l
 from core.permissions import Permission, register
 
 USERS_READ = "users.read"
@@ -12,12 +13,12 @@ CLIENTS_MANAGE = "clients.manage"
 AUDIT_READ = "audit.read"
 
 register(
-    Permission(USERS_READ, "See colleagues", "查看同事", "staff"),
-    Permission(USERS_MANAGE, "Invite, edit and deactivate users", "邀请、编辑和停用用户", "staff"),
-    Permission(ROLES_MANAGE, "Edit roles and their functions", "编辑角色及其功能", "staff"),
-    Permission(DEPARTMENTS_MANAGE, "Edit the department tree", "编辑部门树", "staff"),
-    Permission(CLIENTS_MANAGE, "Manage API clients", "管理 API 客户端", "platform"),
-    Permission(AUDIT_READ, "Read the audit log", "查看审计日志", "platform"),
+    Permission(USERS_READ, _l("See colleagues"), "staff"),
+    Permission(USERS_MANAGE, _l("Invite, edit and deactivate users"), "staff"),
+    Permission(ROLES_MANAGE, _l("Edit roles and their functions"), "staff"),
+    Permission(DEPARTMENTS_MANAGE, _l("Edit the department tree"), "staff"),
+    Permission(CLIENTS_MANAGE, _l("Manage API clients"), "platform"),
+    Permission(AUDIT_READ, _l("Read the audit log"), "platform"),
 )
 
 #: The roles every tenant starts with. ``admin`` always holds every permission (it cannot be edited

@@ -382,6 +382,14 @@ def test_pages_follow_the_session_choice_over_the_browser(client: Any, tenant: A
     assert "Sign in to Acme 艾克米" in client.get("/sign-in", headers={**acme, **ZH}).get_data(as_text=True)
 
 
+def test_permission_labels_follow_the_reader(client: Any, tenant: Any) -> None:
+    acme = host("acme")
+    assert sign_in(client, "acme").status_code == 302
+    assert "See colleagues" in client.get("/admin/roles", headers={**acme, "Accept-Language": "en"}).get_data(
+        as_text=True)
+    assert "查看同事" in client.get("/admin/roles", headers={**acme, **ZH}).get_data(as_text=True)
+
+
 # --------------------------------------------------------------------------- CLDR formats
 
 
