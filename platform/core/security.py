@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 # argon2id with the library's RFC 9106 "low memory" profile (64 MiB): ~0.13 s per hash on a 2-core machine,
@@ -42,6 +42,24 @@ def password_problem(password: str) -> str | None:
         return "Use at most 256 characters."
     if password.strip() == "" or len(set(password)) < 4:
         return "This password is too easy to guess."
+    return None
+
+
+def password_hash_problem(value: str) -> str | None:
+    """Why a stored password hash is not one this platform could have written, or None.
+
+    Hashes arrive from outside through tenant archives: one with a larger memory or time cost than ours
+    would let a crafted account make every sign-in attempt allocate gigabytes.
+    """
+    try:
+        params = extract_parameters(value)
+    except (InvalidHashError, ValueError):
+        return "Not an argon2 password hash."
+    if params.type is not Type.ID:
+        return "Not an argon2id password hash."
+    if (params.memory_cost > _hasher.memory_cost or params.time_cost > _hasher.time_cost
+            or params.parallelism > _hasher.parallelism):
+        return "The password hash costs more than this server's own."
     return None
 
 

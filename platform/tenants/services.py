@@ -713,11 +713,16 @@ def set_role_permissions(session: Session, actor: Actor, key: str, permissions: 
     return role
 
 
-def create_role(session: Session, actor: Actor, *, key: str, name: str, permissions: Sequence[str] = ()) -> Role:
-    require(actor, perms.ROLES_MANAGE)
+def clean_role_key(key: str) -> str:
     if not re.fullmatch(r"[a-z][a-z0-9_]{1,39}", key or ""):
         raise ValidationFailed("Role keys use lower-case letters, digits and underscores.",
                                field_errors={"key": ["Invalid key."]})
+    return key
+
+
+def create_role(session: Session, actor: Actor, *, key: str, name: str, permissions: Sequence[str] = ()) -> Role:
+    require(actor, perms.ROLES_MANAGE)
+    key = clean_role_key(key)
     if session.scalar(select(Role).where(Role.key == key)) is not None:
         raise Conflict(f"A role '{key}' already exists.", field_errors={"key": ["Already exists."]})
     role = Role(key=key, name=clean_name(name, max_len=100), permissions=[], created_by=_uid(actor))
