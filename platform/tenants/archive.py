@@ -426,19 +426,22 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def import_tenant(session: Session, path: Path, new_slug: str, *, keys: Sequence[str], name: str | None = None,
-                  max_bytes: int = DEFAULT_MAX_BYTES, script: ScriptDirectory | None = None) -> ArchiveSummary:
+                  max_bytes: int = DEFAULT_MAX_BYTES, script: ScriptDirectory | None = None,
+                  verified: Manifest | None = None) -> ArchiveSummary:
     """Restore an archive as a *new* tenant in the caller's transaction (nothing is left if it fails).
 
     ``keys`` are the archive keys accepted (signing key first); ``script`` is the tenant migration tree
-    (tests join a revision to it).
+    (tests join a revision to it). ``verified`` is what ``verify_archive`` returned for this file, for
+    a caller that verified it before opening its transaction (a pass over a large file should not
+    hold one open); the load pass verifies everything again regardless.
     """
-    # What the operator typed is checked first: a taken slug should not cost a pass over a large file.
     new_slug = validate_slug(new_slug)
     if name is not None:
         name = services.clean_name(name, "name")
+    # The whole file is checked before the first statement, so no transaction waits on that pass.
+    manifest = verified or verify_archive(path, keys, max_bytes=max_bytes)
     if services.find_tenant(session, new_slug) is not None:
         raise SlugTaken(f"The slug '{new_slug}' is already taken.", field_errors={"slug": ["Already taken."]})
-    manifest = verify_archive(path, keys, max_bytes=max_bytes)
     script = script or migrator.tenant_script()
     head = migrator.tenant_head(script)
     to_archive, forward = _migration_path(script, manifest.revision, head)
