@@ -282,7 +282,8 @@ def _parse_manifest(raw: bytes, max_bytes: int) -> Manifest:
 Sink = Callable[[TableEntry], AbstractContextManager[Callable[[bytes], object]]]
 
 
-def _walk(path: Path, keys: Sequence[str], max_bytes: int, sink: Sink | None = None) -> Manifest:
+def _walk(path: Path, keys: Sequence[str], max_bytes: int, sink: Sink | None = None,
+          expect: str | None = None) -> Manifest:
     """One pass over the file: signature first, then every member against the signed manifest."""
     try:
         raw = path.open("rb")
@@ -293,7 +294,7 @@ def _walk(path: Path, keys: Sequence[str], max_bytes: int, sink: Sink | None = N
     with raw:
         reader = _TarReader(raw)
         try:
-            return _walk_members(reader, keys, max_bytes, sink)
+            return _walk_members(reader, keys, max_bytes, sink, expect)
         except _NotTar:
             if reader.members_seen == 0:
                 raise InvalidArchive(f"{path} is not a Courtyard tenant archive (not a tar archive).") from None
@@ -304,7 +305,8 @@ def _walk(path: Path, keys: Sequence[str], max_bytes: int, sink: Sink | None = N
             raise InvalidArchive(f"The archive is damaged: {exc}.") from None
 
 
-def _walk_members(reader: _TarReader, keys: Sequence[str], max_bytes: int, sink: Sink | None) -> Manifest:
+def _walk_members(reader: _TarReader, keys: Sequence[str], max_bytes: int, sink: Sink | None,
+                  expect: str | None) -> Manifest:
     first = reader.next()
     if first is None or first.name != MANIFEST:
         raise InvalidArchive(
@@ -317,6 +319,8 @@ def _walk_members(reader: _TarReader, keys: Sequence[str], max_bytes: int, sink:
     _verify(raw_manifest, reader.read_small(second, MAX_SIGNATURE_BYTES), keys)
     # Only now, with the manifest known to come from a holder of the key, is it parsed.
     manifest = _parse_manifest(raw_manifest, max_bytes)
+    if expect is not None and manifest.digest != expect:
+        raise InvalidArchive("The archive changed while it was being imported.")
     for entry in manifest.tables:
         member = reader.next()
         if member is None or member.name != entry.file:
@@ -556,9 +560,7 @@ def _load(conn: Connection, schema: str, path: Path, keys: Sequence[str], max_by
             raise InvalidArchive(f"Table {entry.name} could not be restored: {_brief(exc)}") from None
 
     with cur:
-        again = _walk(path, keys, max_bytes, into_table)
-        if again.digest != manifest.digest:
-            raise InvalidArchive("The archive changed while it was being imported.")
+        _walk(path, keys, max_bytes, into_table, expect=manifest.digest)
         counts: dict[str, int] = {}
         for entry in manifest.tables:
             cur.execute(f'SELECT count(*) FROM "{schema}"."{entry.name}"')

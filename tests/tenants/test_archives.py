@@ -240,13 +240,16 @@ def test_sizes_and_counts_are_bounded_before_data_is_read(committed_db: Database
 def test_links_devices_and_paths_outside_the_archive_are_refused(committed_db: Database, engine: Engine,
                                                                  tmp_path: Path, member: tarfile.TarInfo,
                                                                  shown: str) -> None:
-    good = members_of(export(engine, source_tenant(committed_db), tmp_path / "good.tar.gz"))
     content = b"x" if member.isfile() else None
     first = write_tar(tmp_path / "first.tar.gz", [(member, content)])
     refused(committed_db, engine, first, "Unexpected entry in archive: .*" + re.escape(shown))
-    # …and the same entry after a valid signed manifest, in a table's place.
-    head = [(info(n), d) for n, d in good[:2]]
-    later = write_tar(tmp_path / "later.tar.gz", [*head, (member, content), *[(info(n), d) for n, d in good[2:]]])
+    # …and the same entry after a valid signed manifest, in its one table's place.
+    manifest = json.dumps({"format": archive.FORMAT, "format_version": archive.FORMAT_VERSION,
+                           "tenant": {"name": "Acme"}, "schema_revision": migrator.tenant_head(),
+                           "tables": [{"name": "roles", "columns": ["id"], "rows": 0, "file": "data/roles.copy",
+                                       "bytes": 1, "sha256": hashlib.sha256(b"x").hexdigest()}]}).encode()
+    later = signed(tmp_path / "later.tar.gz", [(archive.MANIFEST, manifest), (archive.SIGNATURE, b"")])
+    later = write_tar(later, [*[(info(n), d) for n, d in members_of(later)], (member, content)])
     refused(committed_db, engine, later, "Unexpected entry in archive")
 
 
@@ -491,3 +494,11 @@ def test_password_hashes_of_this_server_pass_the_import_check() -> None:
     from core.security import password_hash_problem
 
     assert password_hash_problem(hash_password("correct horse battery")) is None
+
+
+def test_a_file_swapped_between_verification_and_loading_is_refused(committed_db: Database, engine: Engine,
+                                                                    tmp_path: Path) -> None:
+    first = export(engine, source_tenant(committed_db), tmp_path / "first.tar.gz")
+    second = export(engine, source_tenant(committed_db), tmp_path / "second.tar.gz")
+    verified = archive.verify_archive(first, [KEY])
+    refused(committed_db, engine, second, "The archive changed while it was being imported", verified=verified)
