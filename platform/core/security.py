@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from core.i18n import Message, _l, _ln
@@ -45,6 +45,24 @@ def password_problem(password: str) -> Message | None:
         return _ln("Use at most %(num)d character.", "Use at most %(num)d characters.", MAX_PASSWORD_LENGTH)
     if password.strip() == "" or len(set(password)) < 4:
         return _l("This password is too easy to guess.")
+    return None
+
+
+def password_hash_problem(value: str) -> str | None:
+    """Why a stored password hash is not one this platform could have written, or None.
+
+    Hashes arrive from outside through tenant archives: one with a larger memory or time cost than ours
+    would let a crafted account make every sign-in attempt allocate gigabytes.
+    """
+    try:
+        params = extract_parameters(value)
+    except (InvalidHashError, ValueError):
+        return "Not an argon2 password hash."
+    if params.type is not Type.ID:
+        return "Not an argon2id password hash."
+    if (params.memory_cost > _hasher.memory_cost or params.time_cost > _hasher.time_cost
+            or params.parallelism > _hasher.parallelism):
+        return "The password hash costs more than this server's own."
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Callable
@@ -43,6 +45,21 @@ def _locale(name: str, raw: str) -> str:
     return raw
 
 
+#: An explicit archive key must be long enough that it cannot be guessed offline from a signed archive.
+MIN_ARCHIVE_KEY_LENGTH = 32
+
+
+def _archive_key(name: str, raw: str) -> str:
+    if len(raw) < MIN_ARCHIVE_KEY_LENGTH or any(c.isspace() for c in raw):
+        msg = f"{name} must be at least {MIN_ARCHIVE_KEY_LENGTH} characters without spaces"
+        raise ConfigError(msg)
+    return raw
+
+
+def _archive_keys(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(_archive_key(name, key) for key in raw.split())
+
+
 #: Optional settings and how each is parsed; the field name upper-cased is the variable's suffix.
 _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "port": lambda n, v: _int(n, v, 1),
@@ -60,6 +77,9 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "login_window_s": lambda n, v: _int(n, v, 10),
     "log_json": _bool,
     "default_locale": _locale,
+    "archive_key": _archive_key,
+    "archive_old_keys": _archive_keys,
+    "archive_max_bytes": lambda n, v: _int(n, v, 1 << 20),
 }
 
 
@@ -96,6 +116,12 @@ class Settings:
     #: Reverse proxies in front of the app whose X-Forwarded-* headers are trusted (0: none).
     proxy_hops: int = 0
     log_json: bool = True
+    #: Signs tenant archives (HMAC-SHA256); empty: a key derived from ``secret_key``.
+    archive_key: str = ""
+    #: Keys still accepted when importing (after a rotation), never used to sign.
+    archive_old_keys: tuple[str, ...] = ()
+    #: The most uncompressed table data one archive may hold (import refuses more, before loading).
+    archive_max_bytes: int = 16 << 30
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -112,6 +138,19 @@ class Settings:
         ``<public url><path>`` for the single tenant of an intranet install."""
         base = self.public_url or f"http://{self.base_domain}:{self.port}"
         return f"{base}{path}" if self.single_tenant else f"{base}/t/{slug}{path}"
+
+    @property
+    def archive_signing_key(self) -> str:
+        """The key new archives are signed with: the configured one, or one derived from the secret key
+        (so a zero-configuration install signs too, and changing the secret key changes it)."""
+        if self.archive_key:
+            return self.archive_key
+        return hmac.new(self.secret_key.encode(), b"courtyard tenant archive key", hashlib.sha256).hexdigest()
+
+    @property
+    def archive_verify_keys(self) -> tuple[str, ...]:
+        """Keys an archive may be signed with to be imported: the signing key first, then the old ones."""
+        return (self.archive_signing_key, *self.archive_old_keys)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,230 +1,684 @@
-"""A portable archive of one tenant: every table's rows (binary COPY) plus a manifest.
+"""A portable, signed archive of one tenant: a manifest, its signature, and every table's rows.
 
-Export reads one consistent snapshot (REPEATABLE READ). Import checks the whole archive (format,
-revision, checksums, sizes) before writing anything, then restores it as a *new* tenant in one
-transaction with the registry row, so an archive is either fully imported or not at all.
+An archive is a gzip'd tar holding, in this order and nothing else (regular files only):
+
+    manifest.json        the tenant, its schema revision, and per table: columns, rows, bytes, sha256
+    manifest.sig         HMAC-SHA256 of manifest.json under the installation's archive key
+    data/<table>.copy    the table's rows in PostgreSQL's binary COPY format, in the manifest's order
+
+The manifest and its signature come first, so an import checks the signature having read at most
+those two small members; the signed manifest then names every following member with its exact size
+and digest, so each one is streamed through (never held in memory) and refused at the first thing
+that differs. The tar is read by the small strict reader below rather than by ``tarfile``, which
+buffers pax and GNU long-name headers of any declared size in memory and accepts links and devices.
+
+Import verifies the whole file before writing anything, builds the new tenant's schema at the
+archive's own revision, loads it (verifying again as it streams), moves it forward with the real
+migrations, and checks every row with the same rules the services apply: all in the caller's
+transaction, so a refused archive leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import hmac
 import io
 import json
 import os
+import re
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from sqlalchemy import Engine
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.db import TenantBase, bind_tenant, utcnow
-from core.i18n import _l, shown
+from core.db import TenantBase, TenantRecord, bind_tenant, utcnow
+from core.errors import ValidationFailed
+from core.permissions import known
+from core.security import password_hash_problem
 from core.tenancy import schema_for, validate_slug
-from tenants import services
+from tenants import migrator, services
+from tenants import permissions as perms
 from tenants.errors import ArchiveTooNew, InvalidArchive, SlugTaken, TenantNotFound
-from tenants.migrator import tenant_head, tenant_script
-from tenants.models import Tenant
+from tenants.models import Department, Role, Tenant, User
 
 FORMAT = "courtyard-tenant-archive"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_SIGNATURE_BYTES = 1024
+MAX_TABLES = 1000
+MAX_COLUMNS = 1600  # PostgreSQL's own limit per table
+#: What tar writes after the end-of-archive marker (zero padding to its 10 KiB record), with room to spare.
+MAX_TRAILER_BYTES = 1 << 16
+DEFAULT_MAX_BYTES = 16 << 30
+CHUNK = 1 << 16
+#: Live credentials stay behind: an invitation or reset link of the source would work on the copy.
+NOT_EXPORTED = frozenset({"invitations", "password_resets"})
+
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
+_MEMBER = re.compile(r"(manifest\.json|manifest\.sig|data/[a-z_][a-z0-9_]{0,62}\.copy)\Z")
+_REVISION = re.compile(r"[A-Za-z0-9_]{1,32}\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_KEY_ID = re.compile(r"[0-9a-f]{16}\Z")
+_MAC_CONTEXT = b"courtyard-tenant-archive/2\0"
+_BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
+_ENTRY_KINDS = {b"1": "hard link", b"2": "symbolic link", b"3": "character device", b"4": "block device",
+                b"5": "directory", b"6": "FIFO", b"x": "pax header", b"g": "pax global header",
+                b"L": "GNU long name", b"K": "GNU long link name"}
 
 
 @dataclass(frozen=True, slots=True)
 class ArchiveSummary:
     slug: str
+    #: The schema revision the tenant is at now (for an import: after migrating forward).
     revision: str
     tables: dict[str, int]
+    #: The revision the archive was exported at.
+    archived_revision: str = ""
 
 
-def _tables() -> list[Any]:
+@dataclass(frozen=True, slots=True)
+class TableEntry:
+    name: str
+    columns: tuple[str, ...]
+    rows: int
+    file: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    revision: str
+    tenant_name: str
+    tables: tuple[TableEntry, ...]
+    #: SHA-256 of the signed manifest bytes: a second pass over the file must meet the same manifest.
+    digest: str
+
+
+def exported_tables() -> list[Table]:
     # Dependency order, so foreign keys are satisfied as each table is loaded.
-    return list(TenantBase.metadata.sorted_tables)
+    return [t for t in TenantBase.metadata.sorted_tables if t.name not in NOT_EXPORTED]
 
 
-def export_tenant(engine: Engine, slug: str, path: Path) -> ArchiveSummary:
+# --------------------------------------------------------------------------- signing
+
+
+def key_id(key: str) -> str:
+    """A short public name for a key, so a refusal can say which key signed an archive."""
+    return hashlib.sha256(b"courtyard archive key id\0" + key.encode()).hexdigest()[:16]
+
+
+def _mac(key: str, manifest: bytes) -> bytes:
+    return hmac.new(key.encode(), _MAC_CONTEXT + manifest, hashlib.sha256).hexdigest().encode()
+
+
+def sign(key: str, manifest: bytes) -> bytes:
+    return json.dumps({"alg": "HMAC-SHA256", "key_id": key_id(key), "mac": _mac(key, manifest).decode()}).encode()
+
+
+def _verify(manifest: bytes, raw_signature: bytes, keys: Sequence[str]) -> None:
+    try:
+        signature = json.loads(raw_signature)
+    except ValueError:
+        signature = None
+    if (not isinstance(signature, dict) or signature.get("alg") != "HMAC-SHA256"
+            or not isinstance(signature.get("mac"), str)):
+        raise InvalidArchive("The archive's signature (manifest.sig) is malformed.")
+    mac = signature["mac"].encode("utf-8", "replace")
+    if any(hmac.compare_digest(_mac(key, manifest), mac) for key in keys):
+        return
+    claimed = signature.get("key_id")
+    if claimed in {key_id(k) for k in keys}:
+        raise InvalidArchive("The archive was changed after it was exported: its signature does not match.")
+    shown = claimed if isinstance(claimed, str) and _KEY_ID.match(claimed) else "unknown"
+    raise InvalidArchive(
+        f"The archive is signed with a key this server does not accept (key id {shown}), or was changed "
+        "after export. An archive from another installation needs that installation's archive key "
+        "(import --key-file, or COURTYARD_ARCHIVE_OLD_KEYS).")
+
+
+# --------------------------------------------------------------------------- the strict tar reader
+
+
+def _number(field: bytes, what: str) -> int:
+    if field[:1] == b"\x80":  # GNU base-256, for members of 8 GiB and more
+        return int.from_bytes(field[1:], "big")
+    digits = field.replace(b"\0", b" ").strip()
+    if not digits or not all(48 <= c <= 55 for c in digits):
+        raise InvalidArchive(f"The archive is damaged: a tar header has an invalid {what}.")
+    return int(digits, 8)
+
+
+class _NotTar(Exception):
+    """The stream is not a tar archive (refused as "not an archive" before any member, else as damage)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    name: str
+    size: int
+
+
+class _TarReader:
+    """Reads a gzip'd tar member by member with bounded memory: regular files with our names only."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._gz = gzip.GzipFile(fileobj=raw, mode="rb")
+        self.members_seen = 0
+
+    def _read(self, n: int) -> bytes:
+        data = self._gz.read(n)
+        if len(data) != n:
+            raise InvalidArchive("The archive is damaged: it ends early (truncated).")
+        return data
+
+    def next(self) -> _Member | None:
+        """The next member's header, or None at the end-of-archive marker."""
+        block = self._gz.read(_BLOCK)
+        if len(block) != _BLOCK:
+            raise _NotTar if self.members_seen == 0 else InvalidArchive(
+                "The archive is damaged: it ends early (truncated).")
+        if block == _ZERO_BLOCK:
+            return None
+        if block[257:263] not in (b"ustar\0", b"ustar "):
+            raise _NotTar
+        if _number(block[148:156], "checksum") != sum(block[:148]) + 8 * 32 + sum(block[156:]):
+            raise InvalidArchive("The archive is damaged: a tar header checksum does not match.")
+        raw_name = block[:100].split(b"\0", 1)[0]
+        shown = raw_name.decode("utf-8", "replace")
+        kind = _ENTRY_KINDS.get(block[156:157])
+        if block[156:157] not in (b"0", b"\0"):
+            raise InvalidArchive(f"Unexpected entry in archive: {shown!r} is a {kind or 'special entry'}; "
+                                 "an archive holds regular files only.")
+        if block[345:500].strip(b"\0") or not _MEMBER.match(shown):
+            raise InvalidArchive(f"Unexpected entry in archive: {shown!r} (allowed: manifest.json, "
+                                 "manifest.sig, data/<table>.copy).")
+        self.members_seen += 1
+        return _Member(shown, _number(block[124:136], "size"))
+
+    def read_small(self, member: _Member, limit: int) -> bytes:
+        if member.size > limit:
+            raise InvalidArchive(f"The archive's {member.name} is {member.size} bytes; at most {limit} are read.")
+        return b"".join(self.stream(member.size))
+
+    def stream(self, size: int) -> Iterator[bytes]:
+        left = size
+        while left:
+            chunk = self._read(min(CHUNK, left))
+            left -= len(chunk)
+            yield chunk
+        padding = -size % _BLOCK
+        if padding and self._read(padding).strip(b"\0"):
+            raise InvalidArchive("The archive is damaged: non-zero padding after a member.")
+
+    def finish(self) -> None:
+        """After the end marker: only zero padding, then the end of the gzip stream (checks its CRC)."""
+        rest = self._gz.read(MAX_TRAILER_BYTES + 1)
+        if len(rest) > MAX_TRAILER_BYTES or rest.strip(b"\0"):
+            raise InvalidArchive("The archive has data after its end-of-archive marker.")
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _table_entry(raw: Any) -> TableEntry:
+    if not isinstance(raw, dict):
+        raise ValueError
+    name, columns, rows = raw.get("name"), raw.get("columns"), raw.get("rows")
+    size, digest, file = raw.get("bytes"), raw.get("sha256"), raw.get("file")
+    if not (isinstance(name, str) and _IDENT.match(name) and file == f"data/{name}.copy"
+            and isinstance(columns, list) and 0 < len(columns) <= MAX_COLUMNS
+            and all(isinstance(c, str) and _IDENT.match(c) for c in columns) and len(set(columns)) == len(columns)
+            and type(rows) is int and rows >= 0 and type(size) is int and size >= 0
+            and isinstance(digest, str) and _HEX64.match(digest)):
+        raise ValueError
+    return TableEntry(name, tuple(columns), rows, file, size, digest)
+
+
+def _parse_manifest(raw: bytes, max_bytes: int) -> Manifest:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise InvalidArchive("The archive's manifest.json is not valid JSON.") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InvalidArchive("This is not a Courtyard tenant archive (wrong format in manifest).")
+    version = data.get("format_version")
+    if type(version) is not int or version < 1:
+        raise InvalidArchive("The archive's manifest has no valid format_version.")
+    if version != FORMAT_VERSION:
+        raise ArchiveTooNew(f"Archive format {version} is not supported (this server reads format {FORMAT_VERSION}).")
+    tenant, tables, revision = data.get("tenant"), data.get("tables"), data.get("schema_revision")
+    if isinstance(tables, list) and len(tables) > MAX_TABLES:
+        raise InvalidArchive(f"The archive lists {len(tables)} tables; at most {MAX_TABLES} are accepted.")
+    try:
+        if not (isinstance(tenant, dict) and isinstance(tenant.get("name"), str) and isinstance(tables, list)
+                and isinstance(revision, str) and _REVISION.match(revision)):
+            raise ValueError
+        entries = tuple(_table_entry(e) for e in tables)
+    except ValueError:
+        raise InvalidArchive("The archive's manifest.json is incomplete (tenant or tables malformed).") from None
+    if len({e.name for e in entries}) != len(entries):
+        raise InvalidArchive("The archive's manifest.json lists a table twice.")
+    total = sum(e.size for e in entries)
+    if total > max_bytes:
+        raise InvalidArchive(f"The archive holds {total} bytes of table data; this server accepts at most "
+                             f"{max_bytes} (COURTYARD_ARCHIVE_MAX_BYTES).")
+    return Manifest(revision, tenant["name"], entries, hashlib.sha256(raw).hexdigest())
+
+
+Sink = Callable[[TableEntry], AbstractContextManager[Callable[[bytes], object]]]
+
+
+def _walk(path: Path, keys: Sequence[str], max_bytes: int, sink: Sink | None = None,
+          expect: str | None = None) -> Manifest:
+    """One pass over the file: signature first, then every member against the signed manifest."""
+    try:
+        raw = path.open("rb")
+    except FileNotFoundError:
+        raise InvalidArchive(f"No such file: {path}") from None
+    except OSError as exc:
+        raise InvalidArchive(f"{path} cannot be read: {exc.strerror}.") from None
+    with raw:
+        reader = _TarReader(raw)
+        try:
+            return _walk_members(reader, keys, max_bytes, sink, expect)
+        except _NotTar:
+            if reader.members_seen == 0:
+                raise InvalidArchive(f"{path} is not a Courtyard tenant archive (not a tar archive).") from None
+            raise InvalidArchive("The archive is damaged: a member header is not a tar header.") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            if reader.members_seen == 0:
+                raise InvalidArchive(f"{path} is not a Courtyard tenant archive (unreadable: {exc}).") from None
+            raise InvalidArchive(f"The archive is damaged: {exc}.") from None
+
+
+def _walk_members(reader: _TarReader, keys: Sequence[str], max_bytes: int, sink: Sink | None,
+                  expect: str | None) -> Manifest:
+    first = reader.next()
+    if first is None or first.name != MANIFEST:
+        raise InvalidArchive(
+            "The archive has no manifest.json as its first member: it is not a Courtyard tenant archive, or it "
+            "was written before archives were signed (format 1); export it again with this version.")
+    raw_manifest = reader.read_small(first, MAX_MANIFEST_BYTES)
+    second = reader.next()
+    if second is None or second.name != SIGNATURE:
+        raise InvalidArchive("The archive is not signed: manifest.sig must follow manifest.json.")
+    _verify(raw_manifest, reader.read_small(second, MAX_SIGNATURE_BYTES), keys)
+    # Only now, with the manifest known to come from a holder of the key, is it parsed.
+    manifest = _parse_manifest(raw_manifest, max_bytes)
+    if expect is not None and manifest.digest != expect:
+        raise InvalidArchive("The archive changed while it was being imported.")
+    for entry in manifest.tables:
+        member = reader.next()
+        if member is None or member.name != entry.file:
+            raise InvalidArchive(f"The archive is damaged: {entry.file} is missing"
+                                 + (f" (found {member.name} in its place)." if member else "."))
+        if member.size != entry.size:
+            raise InvalidArchive(f"The archive is damaged: {entry.file} is {member.size} bytes, "
+                                 f"the manifest says {entry.size}.")
+        digest = hashlib.sha256()
+        with sink(entry) if sink is not None else _discard() as write:
+            for chunk in reader.stream(member.size):
+                digest.update(chunk)
+                write(chunk)
+            if digest.hexdigest() != entry.sha256:
+                raise InvalidArchive(f"The archive is damaged: checksum mismatch in {entry.file}.")
+    extra = reader.next()
+    if extra is not None:
+        raise InvalidArchive(f"Unexpected entry in archive after the last table: {extra.name!r}.")
+    reader.finish()
+    return manifest
+
+
+@contextmanager
+def _discard() -> Iterator[Callable[[bytes], object]]:
+    yield len
+
+
+def verify_archive(path: Path, keys: Sequence[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Manifest:
+    """Read the whole archive and check it (signature, structure, sizes, digests), writing nothing."""
+    if not keys:
+        raise InvalidArchive("No archive key to verify with.")
+    return _walk(path, keys, max_bytes)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_tenant(engine: Engine, slug: str, path: Path, *, key: str) -> ArchiveSummary:
+    """Write ``path`` from one consistent snapshot, signed with ``key``; the file appears only when complete.
+
+    Tables are spooled to files beside the target first (the manifest, which comes first in the
+    archive, needs their digests), so memory stays flat whatever the tenant's size.
+    """
     tmp_fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".tar.gz", dir=path.parent)
     os.close(tmp_fd)
     try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            row = conn.exec_driver_sql(
-                "SELECT id, slug, name, status, schema_revision FROM shared.tenants WHERE slug = %(s)s",
-                {"s": slug}).first()
-            if row is None or row.status == "deleted":
-                raise TenantNotFound(_l("No tenant '%(slug)s'.", slug=shown(slug)))
-            schema = schema_for(row.id)
-            raw = conn.connection.driver_connection
-            entries: list[dict[str, Any]] = []
-            counts: dict[str, int] = {}
-            with tarfile.open(tmp_name, "w:gz") as tar:
-                for table in _tables():
-                    columns = [c.name for c in table.columns]
-                    buf = io.BytesIO()
-                    col_sql = ", ".join(f'"{c}"' for c in columns)
-                    with raw.cursor() as cur:  # type: ignore[union-attr]
-                        with cur.copy(f'COPY "{schema}"."{table.name}" ({col_sql}) TO STDOUT (FORMAT binary)') as cp:
-                            for chunk in cp:
-                                buf.write(chunk)
-                        cur.execute(f'SELECT count(*) FROM "{schema}"."{table.name}"')
-                        n = cur.fetchone()[0]
-                    data = buf.getvalue()
-                    name = f"data/{table.name}.copy"
-                    _add(tar, name, data)
-                    entries.append({"name": table.name, "columns": columns, "rows": n, "file": name,
-                                    "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-                    counts[table.name] = n
-                manifest = {
-                    "format": FORMAT, "format_version": FORMAT_VERSION,
-                    "tenant": {"id": str(row.id), "slug": row.slug, "name": row.name},
-                    "schema_revision": row.schema_revision, "exported_at": utcnow().isoformat(),
-                    "tables": entries,
-                }
-                _add(tar, MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2).encode())
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=path.parent) as spool:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                row = conn.exec_driver_sql(
+                    "SELECT id, slug, name, status, schema_revision FROM shared.tenants WHERE slug = %(s)s",
+                    {"s": slug}).first()
+                if row is None or row.status == "deleted":
+                    raise TenantNotFound(f"No tenant '{slug}'.")
+                entries = [_spool_table(conn, schema_for(row.id), table, Path(spool)) for table in exported_tables()]
+            manifest = {
+                "format": FORMAT, "format_version": FORMAT_VERSION,
+                "tenant": {"id": str(row.id), "slug": row.slug, "name": row.name},
+                "schema_revision": row.schema_revision, "exported_at": utcnow().isoformat(),
+                "tables": [{"name": e.name, "columns": list(e.columns), "rows": e.rows, "file": e.file,
+                            "bytes": e.size, "sha256": e.sha256} for e in entries],
+            }
+            raw_manifest = json.dumps(manifest, ensure_ascii=False, indent=2).encode()
+            # GNU format: octal sizes as ustar, base-256 beyond 8 GiB; our names never need long-name headers.
+            with tarfile.open(tmp_name, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+                _add(tar, MANIFEST, raw_manifest)
+                _add(tar, SIGNATURE, sign(key, raw_manifest))
+                for entry in entries:
+                    info = _info(entry.file, entry.size)
+                    with (Path(spool) / f"{entry.name}.copy").open("rb") as fh:
+                        tar.addfile(info, fh)
         Path(tmp_name).replace(path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return ArchiveSummary(row.slug, row.schema_revision, counts)
+    return ArchiveSummary(row.slug, row.schema_revision, {e.name: e.rows for e in entries}, row.schema_revision)
+
+
+def _spool_table(conn: Connection, schema: str, table: Table, spool: Path) -> TableEntry:
+    columns = tuple(c.name for c in table.columns)
+    col_sql = ", ".join(f'"{c}"' for c in columns)
+    digest, size = hashlib.sha256(), 0
+    raw = conn.connection.driver_connection
+    with (spool / f"{table.name}.copy").open("wb") as out, raw.cursor() as cur:  # type: ignore[union-attr]
+        with cur.copy(f'COPY "{schema}"."{table.name}" ({col_sql}) TO STDOUT (FORMAT binary)') as cp:
+            for chunk in cp:
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        cur.execute(f'SELECT count(*) FROM "{schema}"."{table.name}"')
+        rows = cur.fetchone()[0]
+    return TableEntry(table.name, columns, rows, f"data/{table.name}.copy", size, digest.hexdigest())
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = int(utcnow().timestamp())
+    return info
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = int(utcnow().timestamp())
-    tar.addfile(info, io.BytesIO(data))
+    tar.addfile(_info(name, len(data)), io.BytesIO(data))
 
 
-def read_archive(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Read and verify everything before any write: a damaged archive is refused whole."""
-    try:
-        tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise InvalidArchive(_l("No such file: %(path)s", path=str(path))) from None
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise InvalidArchive(_l("%(path)s is not a Courtyard tenant archive (unreadable: %(reason)s).", path=str(path),
-                                   reason=str(exc))) from None
-    try:
-        with tar:
-            files = _members(tar)
-    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
-        raise InvalidArchive(_l("The archive is damaged: %(reason)s.", reason=str(exc))) from None
-    raw_manifest = files.get(MANIFEST)
-    if raw_manifest is None or len(raw_manifest) > MAX_MANIFEST_BYTES:
-        raise InvalidArchive(_l("The archive has no manifest.json."))
-    try:
-        manifest = json.loads(raw_manifest)
-    except ValueError:
-        raise InvalidArchive(_l("The archive's manifest.json is not valid JSON.")) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InvalidArchive(_l("This is not a Courtyard tenant archive (wrong format in manifest)."))
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise InvalidArchive(_l("The archive's manifest has no valid format_version."))
-    if version != FORMAT_VERSION:
-        raise ArchiveTooNew(_l("Archive format %(version)s is not supported (this server reads format %(ours)s).",
-                               version=str(manifest.get("format_version")), ours=FORMAT_VERSION))
-    if not _well_formed(manifest):
-        raise InvalidArchive(_l("The archive's manifest.json is incomplete (tenant or tables malformed)."))
-    for entry in manifest["tables"]:
-        data = files.get(entry["file"])
-        if data is None:
-            raise InvalidArchive(_l("The archive is damaged: %(file)s is missing.", file=str(entry.get("file"))))
-        if hashlib.sha256(data).hexdigest() != entry.get("sha256") or len(data) != entry.get("bytes"):
-            raise InvalidArchive(_l("The archive is damaged: checksum mismatch in %(file)s.",
-                                    file=str(entry.get("file"))))
-    return manifest, files
+# --------------------------------------------------------------------------- import
 
 
-def _members(tar: tarfile.TarFile) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-    for member in tar:
-        if not member.isfile() or member.name.startswith("/") or ".." in member.name:
-            raise InvalidArchive(_l("Unexpected entry in archive: %(name)s.", name=repr(member.name)))
-        handle = tar.extractfile(member)
-        assert handle is not None
-        files[member.name] = handle.read()
-    # The tar reader stops at the end-of-archive marker; reading the compressed stream to its end
-    # makes gzip check its CRC and length, so a damaged or cut-off tail is noticed too.
-    assert tar.fileobj is not None
-    while tar.fileobj.read(1 << 16):
-        pass
-    return files
+def import_tenant(session: Session, path: Path, new_slug: str, *, keys: Sequence[str], name: str | None = None,
+                  max_bytes: int = DEFAULT_MAX_BYTES, script: ScriptDirectory | None = None,
+                  verified: Manifest | None = None) -> ArchiveSummary:
+    """Restore an archive as a *new* tenant in the caller's transaction (nothing is left if it fails).
 
-
-def _well_formed(manifest: dict[str, Any]) -> bool:
-    """The manifest has the fields import reads, with their types (so a bad one is refused, not a crash)."""
-    tables, tenant = manifest.get("tables"), manifest.get("tenant")
-    return (isinstance(tables, list) and isinstance(tenant, dict) and isinstance(tenant.get("name"), str)
-            and all(isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("file"), str)
-                    and isinstance(e.get("rows"), int) and isinstance(e.get("columns"), list)
-                    and all(isinstance(c, str) for c in e["columns"]) for e in tables))
-
-
-def check_revision(manifest: dict[str, Any]) -> None:
-    revision = manifest.get("schema_revision")
-    script = tenant_script()
-    try:
-        known = script.get_revision(revision) if isinstance(revision, str) else None
-    except Exception:
-        known = None
-    if known is None:
-        raise ArchiveTooNew(_l("The archive is at schema revision %(revision)s, which this server does not know: "
-                               "it comes from a newer Courtyard (this server is at %(head)s). "
-                               "Upgrade this server first.", revision=repr(revision), head=tenant_head()))
-
-
-def import_tenant(session: Session, path: Path, new_slug: str, *, name: str | None = None) -> ArchiveSummary:
-    manifest, files = read_archive(path)
-    check_revision(manifest)
+    ``keys`` are the archive keys accepted (signing key first); ``script`` is the tenant migration tree
+    (tests join a revision to it). ``verified`` is what ``verify_archive`` returned for this file, for
+    a caller that verified it before opening its transaction (a pass over a large file should not
+    hold one open); the load pass verifies everything again regardless.
+    """
     new_slug = validate_slug(new_slug)
+    if name is not None:
+        name = services.clean_name(name, "name")
+    # The whole file is checked before the first statement, so no transaction waits on that pass.
+    manifest = verified or verify_archive(path, keys, max_bytes=max_bytes)
     if services.find_tenant(session, new_slug) is not None:
-        raise SlugTaken(_l("The slug '%(slug)s' is already taken.", slug=new_slug))
-    current = {t.name: t for t in _tables()}
-    entries = {e["name"]: e for e in manifest["tables"]}
-    for table_name, entry in entries.items():
-        table = current.get(table_name)
-        if table is None:
-            raise InvalidArchive(_l("The archive has a table this server does not have: %(table)s.",
-                                    table=table_name))
-        missing = [c for c in entry["columns"] if c not in table.columns]
-        if missing:
-            raise InvalidArchive(_l("Table %(table)s in the archive has columns this server lacks: %(columns)s.",
-                                    table=table_name, columns=", ".join(missing)))
-    tenant = Tenant(slug=new_slug, name=(name or manifest["tenant"]["name"])[:200], status="active",
-                    schema_revision=tenant_head())
+        raise SlugTaken(f"The slug '{new_slug}' is already taken.", field_errors={"slug": ["Already taken."]})
+    script = script or migrator.tenant_script()
+    head = migrator.tenant_head(script)
+    to_archive, forward = _migration_path(script, manifest.revision, head)
+    tenant_name = name if name is not None else _archived_name(manifest)
+    tenant = Tenant(slug=new_slug, name=tenant_name, status="active", schema_revision=head)
     session.add(tenant)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise SlugTaken(f"The slug '{new_slug}' is already taken.", field_errors={"slug": ["Already taken."]}) from None
     bt = services.bound(tenant)
-    services.create_schema(session, bt)
+    services.create_schema(session, bt)  # from the models, i.e. at the base tree's head
+    conn = session.connection()
+    steps, direction = to_archive
+    try:
+        migrator.apply_steps(conn, bt.schema, steps, direction)
+    except Exception as exc:
+        raise InvalidArchive(f"This server cannot build a schema at the archive's revision {manifest.revision}: "
+                             f"{_brief(exc)}") from None
+    _match_tables(conn, bt.schema, manifest)
+    counts = _load(conn, bt.schema, path, keys, max_bytes, manifest)
+    if forward:
+        try:
+            migrator.apply_steps(conn, bt.schema, forward, "upgrade")
+        except Exception as exc:
+            raise InvalidArchive(f"The archive's data could not be migrated from revision {manifest.revision} "
+                                 f"to {head}: {_brief(exc)}") from None
+    conn.exec_driver_sql(f'UPDATE "{bt.schema}".alembic_version SET version_num = %(v)s', {"v": head})
     bind_tenant(session, bt)
-    raw = session.connection().connection.driver_connection
-    counts: dict[str, int] = {}
-    with raw.cursor() as cur:  # type: ignore[union-attr]
-        for table in _tables():
-            entry = entries.get(table.name)
-            if entry is None:
-                # Only a table added by a later revision may be absent from an older archive.
-                if manifest["schema_revision"] == tenant_head():
-                    raise InvalidArchive(_l("The archive is damaged: table %(table)s is missing.", table=table.name))
-                continue
-            col_sql = ", ".join(f'"{c}"' for c in entry["columns"])
-            try:
-                with cur.copy(f'COPY "{bt.schema}"."{table.name}" ({col_sql}) FROM STDIN (FORMAT binary)') as cp:
-                    cp.write(files[entry["file"]])
-            except Exception as exc:
-                raise InvalidArchive(_l("Table %(table)s could not be restored: %(reason)s", table=table.name,
-                                        reason=str(exc))) from None
-            cur.execute(f'SELECT count(*) FROM "{bt.schema}"."{table.name}"')
-            n = cur.fetchone()[0]
-            if n != entry["rows"]:
-                raise InvalidArchive(_l("Table %(table)s: %(restored)s rows restored, the manifest says %(expected)s.",
-                                        table=table.name, restored=n, expected=str(entry["rows"])))
-            counts[table.name] = n
+    check_rows(session)
     # No audit entry is added: the restored tenant holds exactly the archived rows, nothing more.
-    return ArchiveSummary(new_slug, manifest["schema_revision"], counts)
+    return ArchiveSummary(new_slug, head, counts, manifest.revision)
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def _archived_name(manifest: Manifest) -> str:
+    try:
+        return services.clean_name(manifest.tenant_name, "name")
+    except ValidationFailed as exc:
+        raise InvalidArchive(f"The archived company name is not valid ({exc.message}); pass another with --name.",
+                             field_errors={"name": exc.field_errors.get("name", [])}) from None
+
+
+def _migration_path(script: ScriptDirectory, revision: str, head: str) -> tuple[tuple[list[Any], str], list[Any]]:
+    """How to build a schema at ``revision`` from the models' schema, then the steps from it to ``head``."""
+    try:
+        known_revision = script.get_revision(revision)
+    except Exception:
+        known_revision = None
+    if known_revision is None:
+        raise ArchiveTooNew(f"The archive is at schema revision {revision!r}, which this server does not know: "
+                            f"it comes from a newer Courtyard (this server is at {head}). Upgrade this server first.")
+    models = migrator.tenant_head()  # what create_schema builds: the base tree's head
+    try:
+        forward = list(reversed(list(script.iterate_revisions(head, revision))))
+    except Exception:
+        raise ArchiveTooNew(f"The archive's schema revision {revision!r} is not on this server's line of "
+                            f"revisions (head {head}).") from None
+    if revision == models:
+        return ([], "upgrade"), forward
+    try:  # older than the models: walk the models' schema down with the real downgrades
+        return (list(script.iterate_revisions(models, revision)), "downgrade"), forward
+    except Exception:  # newer than the models (a joined revision): walk it up
+        return (list(reversed(list(script.iterate_revisions(revision, models)))), "upgrade"), forward
+
+
+def _match_tables(conn: Connection, schema: str, manifest: Manifest) -> None:
+    """The archive's tables and columns are exactly those of the schema at its revision."""
+    found: dict[str, set[str]] = {}
+    for table, column in conn.exec_driver_sql(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %(s)s",
+            {"s": schema}):
+        if table != "alembic_version" and table not in NOT_EXPORTED:
+            found.setdefault(table, set()).add(column)
+    archived = {e.name: e for e in manifest.tables}
+    unknown = sorted(set(archived) - set(found))
+    if unknown:
+        raise InvalidArchive(f"The archive has a table revision {manifest.revision} does not have: "
+                             f"{', '.join(unknown[:5])}.")
+    absent = sorted(set(found) - set(archived))
+    if absent:
+        raise InvalidArchive(f"The archive is damaged: table {', '.join(absent[:5])} is missing.")
+    for table_name, entry in archived.items():
+        extra = [c for c in entry.columns if c not in found[table_name]]
+        if extra:
+            raise InvalidArchive(f"Table {table_name} in the archive has columns this server lacks: "
+                                 f"{', '.join(extra[:5])}.")
+        lacking = sorted(found[table_name] - set(entry.columns))
+        if lacking:
+            raise InvalidArchive(f"Table {table_name} in the archive lacks columns: {', '.join(lacking[:5])}.")
+
+
+def _load(conn: Connection, schema: str, path: Path, keys: Sequence[str], max_bytes: int,
+          manifest: Manifest) -> dict[str, int]:
+    """Second pass: stream every member into COPY, verifying again (the file may have changed since)."""
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    @contextmanager
+    def into_table(entry: TableEntry) -> Iterator[Callable[[bytes], object]]:
+        col_sql = ", ".join(f'"{c}"' for c in entry.columns)
+        try:
+            with cur.copy(f'COPY "{schema}"."{entry.name}" ({col_sql}) FROM STDIN (FORMAT binary)') as cp:
+                yield cp.write
+        except InvalidArchive:
+            raise
+        except Exception as exc:
+            raise InvalidArchive(f"Table {entry.name} could not be restored: {_brief(exc)}") from None
+
+    with cur:
+        _walk(path, keys, max_bytes, into_table, expect=manifest.digest)
+        counts: dict[str, int] = {}
+        for entry in manifest.tables:
+            cur.execute(f'SELECT count(*) FROM "{schema}"."{entry.name}"')
+            n = cur.fetchone()[0]
+            if n != entry.rows:
+                raise InvalidArchive(f"Table {entry.name}: {n} rows restored, the manifest says {entry.rows}.")
+            counts[entry.name] = n
+    return counts
+
+
+# --------------------------------------------------------------------------- row checks
+
+
+RowCheck = Callable[[Session], None]
+#: Per exported table, the rules its rows must meet beyond their column types and constraints (which
+#: PostgreSQL enforces while loading). Every exported table has one: a domain adding tables registers
+#: its check with ``row_check``, and a test holds the two lists equal.
+ROW_CHECKS: dict[str, RowCheck] = {}
+
+
+def row_check(table_name: str) -> Callable[[RowCheck], RowCheck]:
+    def register(fn: RowCheck) -> RowCheck:
+        ROW_CHECKS[table_name] = fn
+        return fn
+    return register
+
+
+def check_rows(session: Session) -> None:
+    """Every restored row obeys what the services would have let through (session bound to the tenant)."""
+    for table in exported_tables():
+        check = ROW_CHECKS.get(table.name)
+        if check is None:
+            raise InvalidArchive(f"Table {table.name} has no import check; it cannot be imported.")
+        check(session)
+
+
+def _refuse(table: str, row_id: object, field: str, exc: ValidationFailed | str) -> InvalidArchive:
+    reason = exc if isinstance(exc, str) else "; ".join(next(iter(exc.field_errors.values()), [exc.message]))
+    return InvalidArchive(f"Table {table}, row {row_id}: {field}: {reason}")
+
+
+def _same(table: str, row_id: object, field: str, value: str, clean: Callable[[str], str]) -> None:
+    """The stored value is one the service would have stored (already cleaned: not merely cleanable)."""
+    try:
+        cleaned = clean(value)
+    except ValidationFailed as exc:
+        raise _refuse(table, row_id, field, exc) from None
+    if cleaned != value:
+        raise _refuse(table, row_id, field, "not in the form the application stores (spaces or case).")
+
+
+def _versions(session: Session, model: type[TenantRecord]) -> None:
+    bad = session.scalar(select(model.id).where(model.version < 1).limit(1))
+    if bad is not None:
+        raise _refuse(model.__tablename__, bad, "version", "must be at least 1.")  # type: ignore[attr-defined]
+
+
+@row_check("roles")
+def _check_roles(session: Session) -> None:
+    _versions(session, Role)
+    seen: set[str] = set()
+    for role in session.scalars(select(Role).execution_options(yield_per=500)):
+        _same("roles", role.id, "key", role.key, services.clean_role_key)
+        _same("roles", role.id, "name", role.name, lambda v: services.clean_name(v, max_len=100))
+        if role.name_zh:
+            _same("roles", role.id, "name_zh", role.name_zh, lambda v: services.clean_name(v, "name_zh", 100))
+        unknown = [p for p in role.permissions if not known(p)]
+        if unknown:
+            raise _refuse("roles", role.id, "permissions", f"{len(unknown)} unknown function(s).")
+        if role.builtin != (role.key in perms.DEFAULT_ROLES):
+            raise _refuse("roles", role.id, "builtin", "only the default roles are built in.")
+        seen.add(role.key)
+    missing = sorted(set(perms.DEFAULT_ROLES) - seen)
+    if missing:
+        raise InvalidArchive(f"Table roles lacks the built-in role(s): {', '.join(missing)}.")
+
+
+@row_check("departments")
+def _check_departments(session: Session) -> None:
+    _versions(session, Department)
+    parents: dict[Any, Any] = {}
+    for dept in session.scalars(select(Department).execution_options(yield_per=500)):
+        _same("departments", dept.id, "name", dept.name, services.clean_name)
+        parents[dept.id] = dept.parent_id
+    # Every chain must reach the top; ``rooted`` keeps the walk linear in the number of departments.
+    rooted: set[Any] = set()
+    for start in parents:
+        chain: list[Any] = []
+        cursor = start
+        while cursor is not None and cursor not in rooted:
+            if cursor in chain:
+                raise _refuse("departments", start, "parent_id", "the departments form a cycle.")
+            chain.append(cursor)
+            cursor = parents[cursor]
+        rooted.update(chain)
+
+
+@row_check("users")
+def _check_users(session: Session) -> None:
+    _versions(session, User)
+    admins = 0
+    for user in session.scalars(select(User).execution_options(yield_per=500)):
+        _same("users", user.id, "email", user.email, services.clean_email)
+        _same("users", user.id, "name", user.name, services.clean_name)
+        if user.password_hash is not None:
+            problem = password_hash_problem(user.password_hash)
+            if problem:
+                raise _refuse("users", user.id, "password_hash", problem)
+        if user.locale not in (None, "en", "zh"):
+            raise _refuse("users", user.id, "locale", "en, zh or empty.")
+        if user.active and user.deactivated_at is not None:
+            raise _refuse("users", user.id, "deactivated_at", "set on an active user.")
+        admins += user.active and user.role.key == "admin"
+    if not admins:
+        raise InvalidArchive("Table users has no active administrator; the tenant could not be managed.")
+
+
+@row_check("audit_log")
+def _check_audit_log(session: Session) -> None:
+    """Entries are history, kept as they were: their column types, checked while loading, are the rule."""
+    del session

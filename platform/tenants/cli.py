@@ -14,9 +14,11 @@ import click
 from sqlalchemy import Engine
 
 from core.db import Database, bind_tenant, make_engine
-from core.errors import CourtyardError, DomainError
+from core.errors import ConfigError, CourtyardError, DomainError
 from core.mail import Mail, make_mailer
 from core.permissions import Actor, all_names
+from core.settings import Settings
+from core.tenancy import validate_slug
 from tenants import archive, migrator, services
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -165,25 +167,72 @@ def tenants_rename(slug: str, new_slug: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @domain_errors
 def tenants_export(slug: str, file: Path) -> None:
-    """Write a portable archive (.tar.gz) of one tenant's data with a manifest."""
+    """Write a signed, portable archive (.tar.gz) of one tenant's data (no pending invitations or reset links)."""
     if not file.parent.exists():
         raise click.ClickException(f"Directory {file.parent} does not exist.")
-    summary = archive.export_tenant(_rt().engine, slug, file)
+    rt = _rt()
+    engine = rt.engine
+    summary = archive.export_tenant(engine, slug, file, key=rt.settings.archive_signing_key)
     click.echo(f"Exported {slug} at revision {summary.revision}: {sum(summary.tables.values())} rows "
-               f"in {len(summary.tables)} tables → {file}")
+               f"in {len(summary.tables)} tables → {file} (signed with archive key "
+               f"{archive.key_id(rt.settings.archive_signing_key)})")
+
+
+MAX_KEY_FILE_BYTES = 4096
+
+
+def _keys_from(path: Path) -> list[str]:
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_KEY_FILE_BYTES + 1)
+    try:
+        keys = raw.decode().split()
+    except UnicodeDecodeError:
+        keys = []
+    if len(raw) > MAX_KEY_FILE_BYTES or not keys:
+        raise click.ClickException(f"{path} does not hold an archive key (one or more keys separated by "
+                                   f"spaces or lines, at most {MAX_KEY_FILE_BYTES} bytes).")
+    return keys
 
 
 @tenants.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--slug", "new_slug", required=True, help="Slug of the new tenant.")
 @click.option("--name", default=None, help="Company name (default: the archived one).")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A file holding another installation's archive key, to import an archive it signed.")
 @domain_errors
-def tenants_import(file: Path, new_slug: str, name: str | None) -> None:
-    """Restore an archive as a new tenant (refuses damaged archives and newer revisions)."""
-    with _rt().db.transaction() as session:
-        summary = archive.import_tenant(session, file, new_slug, name=name)
+def tenants_import(file: Path, new_slug: str, name: str | None, key_file: Path | None) -> None:
+    """Restore a signed archive as a new tenant, migrating it forward from an older revision.
+
+    Refuses, writing nothing, an archive that is unsigned, signed with a key this server does not
+    accept, damaged, over the size limits, from a newer Courtyard, or holding rows the application
+    would not accept.
+    """
+    rt = _rt()
+    db = rt.db  # resolves the settings too
+    keys = [*(_keys_from(key_file) if key_file else ()), *rt.settings.archive_verify_keys]
+    max_bytes = rt.settings.archive_max_bytes
+    validate_slug(new_slug)  # a typo should not cost a pass over the file
+    manifest = archive.verify_archive(file, keys, max_bytes=max_bytes)  # before the transaction opens
+    with db.transaction() as session:
+        summary = archive.import_tenant(session, file, new_slug, name=name, keys=keys, max_bytes=max_bytes,
+                                        verified=manifest)
+    migrated = (f" (migrated from revision {summary.archived_revision} to {summary.revision})"
+                if summary.archived_revision != summary.revision else "")
     click.echo(f"Imported {file} as {summary.slug}: {sum(summary.tables.values())} rows "
-               f"in {len(summary.tables)} tables.")
+               f"in {len(summary.tables)} tables{migrated}.")
+
+
+@tenants.command("archive-key")
+@click.option("--show", is_flag=True, help="Print the key itself (a secret), not only its id.")
+def tenants_archive_key(show: bool) -> None:
+    """Print the id of the key archives are signed with (and the key with --show, for another installation)."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    key = settings.archive_signing_key
+    click.echo(key if show else f"archive key id: {archive.key_id(key)}")
 
 
 # --------------------------------------------------------------------------- migrate

@@ -26,7 +26,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from core.db import utcnow, uuid7
 from core.settings import project_root
@@ -184,6 +184,24 @@ def migrate_tenant(engine: Engine, tenant_id: uuid.UUID, slug: str, script: Scri
         except Exception:  # noqa: S110 - the report below still carries the error
             pass
         return TenantResult(tenant_id, slug, from_revision, "failed", error, duration)
+
+
+def apply_steps(conn: Connection, schema: str, steps: Sequence[Any], direction: str) -> None:
+    """Run revisions' ``upgrade`` or ``downgrade`` on one tenant schema inside the caller's transaction.
+
+    For work that is not a fleet run (an archive import builds a schema at the archive's revision, then
+    moves it forward): the caller records the revision, and the search path is put back afterwards so
+    the rest of the transaction reads what it read before.
+    """
+    if not steps:
+        return
+    previous = conn.exec_driver_sql("SELECT current_setting('search_path')").scalar_one()
+    conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
+    context = MigrationContext.configure(connection=conn)
+    with _thread_operations(context):
+        for step in steps:
+            getattr(step.module, direction)()
+    conn.exec_driver_sql("SELECT set_config('search_path', %(p)s, true)", {"p": previous})
 
 
 def _record(conn: object, tenant_id: uuid.UUID, from_rev: str, head: str, status: str, error: str | None,

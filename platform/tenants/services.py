@@ -716,11 +716,16 @@ def set_role_permissions(session: Session, actor: Actor, key: str, permissions: 
     return role
 
 
-def create_role(session: Session, actor: Actor, *, key: str, name: str, permissions: Sequence[str] = ()) -> Role:
-    require(actor, perms.ROLES_MANAGE)
+def clean_role_key(key: str) -> str:
     if not re.fullmatch(r"[a-z][a-z0-9_]{1,39}", key or ""):
         raise ValidationFailed(_l("Role keys use lower-case letters, digits and underscores."),
                                field_errors={"key": [_l("Invalid key.")]})
+    return key
+
+
+def create_role(session: Session, actor: Actor, *, key: str, name: str, permissions: Sequence[str] = ()) -> Role:
+    require(actor, perms.ROLES_MANAGE)
+    key = clean_role_key(key)
     if session.scalar(select(Role).where(Role.key == key)) is not None:
         raise Conflict(_l("A role '%(key)s' already exists.", key=key), field_errors={"key": [_l("Already exists.")]})
     role = Role(key=key, name=clean_name(name, max_len=100), permissions=[], created_by=_uid(actor))

@@ -56,6 +56,24 @@ def test_settings_read_external_servers(tmp_path):
     assert settings.single_tenant == "acme"
 
 
+def test_archive_keys_default_to_the_secret_key_and_can_be_rotated(tmp_path):
+    base = {"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_SECRET_KEY": "s1"}
+    derived = Settings.from_env(base).archive_signing_key
+    assert len(derived) == 64
+    assert derived not in ("s1", Settings.from_env({**base, "COURTYARD_SECRET_KEY": "s2"}).archive_signing_key)
+    new, old = "n" * 32, "o" * 40
+    rotated = Settings.from_env({**base, "COURTYARD_ARCHIVE_KEY": new, "COURTYARD_ARCHIVE_OLD_KEYS": f"{old} {derived}",
+                                 "COURTYARD_ARCHIVE_MAX_BYTES": str(1 << 30)})
+    assert rotated.archive_signing_key == new
+    assert rotated.archive_verify_keys == (new, old, derived)
+    assert rotated.archive_max_bytes == 1 << 30
+    for env, message in (({"COURTYARD_ARCHIVE_KEY": "short"}, "at least 32 characters"),
+                         ({"COURTYARD_ARCHIVE_OLD_KEYS": f"{old} tiny"}, "COURTYARD_ARCHIVE_OLD_KEYS must be"),
+                         ({"COURTYARD_ARCHIVE_MAX_BYTES": "1000"}, "at least 1048576")):
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env({**base, **env})
+
+
 def test_request_logs_are_json_lines_with_request_id_and_tenant(client, tenant, caplog):
     caplog.set_level(logging.INFO, logger="courtyard.request")
     response = client.get("/sign-in", headers={**host("acme"), "X-Request-ID": "req-123"})

@@ -270,6 +270,66 @@ def test_export_and_import_through_the_cli(cli, engine: Engine, tmp_path: Path) 
     assert tenant_schemas(engine) == schemas
 
 
+def test_archives_between_installations_and_across_a_key_rotation(cli, cli_env: dict[str, str], engine: Engine,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    from tenants import archive
+
+    slug = unique_slug("src")
+    assert create(cli, slug).exit_code == 0
+    ours = tmp_path / "ours.tar.gz"
+    exported = cli("tenants", "export", slug, str(ours))
+    assert exported.exit_code == 0, exported.output
+    derived = cli("tenants", "archive-key", "--show").stdout.strip()
+    assert f"signed with archive key {archive.key_id(derived)}" in exported.stdout
+    assert cli("tenants", "archive-key").stdout.strip() == f"archive key id: {archive.key_id(derived)}"
+
+    # Another installation (another key) refuses it, and says so; it imports once given the key.
+    other_key = "the-other-installation-key-0123456789"
+    monkeypatch.setenv("COURTYARD_ARCHIVE_KEY", other_key)
+    before, schemas = registry(engine), tenant_schemas(engine)
+    foreign = cli("tenants", "import", str(ours), "--slug", unique_slug("x"))
+    assert foreign.exit_code == 1
+    assert f"signed with a key this server does not accept (key id {archive.key_id(derived)})" in foreign.stderr
+    assert (registry(engine), tenant_schemas(engine)) == (before, schemas)
+    key_file = tmp_path / "source.key"
+    key_file.write_text(derived + "\n")
+    moved = cli("tenants", "import", str(ours), "--slug", unique_slug("moved"), "--key-file", str(key_file))
+    assert moved.exit_code == 0, moved.output
+    junk_key = tmp_path / "junk.key"
+    junk_key.write_bytes(b"\xff" * 10)
+    assert "does not hold an archive key" in cli("tenants", "import", str(ours), "--slug", unique_slug("j"),
+                                                 "--key-file", str(junk_key)).stderr
+
+    # Rotation: the old key stays accepted for import while the new one signs.
+    monkeypatch.setenv("COURTYARD_ARCHIVE_OLD_KEYS", derived)
+    rotated = cli("tenants", "import", str(ours), "--slug", unique_slug("rot"))
+    assert rotated.exit_code == 0, rotated.output
+    monkeypatch.setenv("COURTYARD_ARCHIVE_KEY", "short")
+    assert "COURTYARD_ARCHIVE_KEY must be at least 32 characters" in cli("tenants", "archive-key").stderr
+
+
+def test_import_refuses_bombs_and_odd_entries_with_exit_1_and_nothing_written(cli, engine: Engine,
+                                                                              tmp_path: Path) -> None:
+    from tests.tenants.test_archives import Zeros, info, write_tar
+
+    huge = 64 << 20
+    bombs = {
+        "first.tar.gz": ([(info("data/users.copy", huge), Zeros(huge))], "no manifest.json as its first member"),
+        "fat.tar.gz": ([(info("manifest.json", huge), Zeros(huge))], "manifest.json is 67108864 bytes; at most"),
+        "link.tar.gz": ([(info("manifest.json", kind=b"2", link="/etc/passwd"), None)], "is a symbolic link"),
+        "abs.tar.gz": ([(info("/etc/cron.d/x"), b"x")], "Unexpected entry in archive: '/etc/cron.d/x'"),
+        "dots.tar.gz": ([(info("../../x.copy"), b"x")], "Unexpected entry in archive: '../../x.copy'"),
+    }
+    before, schemas = registry(engine), tenant_schemas(engine)
+    for name, (members, message) in bombs.items():
+        path = write_tar(tmp_path / name, members)
+        result = cli("tenants", "import", str(path), "--slug", unique_slug("bomb"))
+        assert result.exit_code == 1, name
+        assert message in result.stderr, (name, result.stderr)
+    assert (registry(engine), tenant_schemas(engine)) == (before, schemas)
+
+
 # --------------------------------------------------------------------------- users
 
 
@@ -472,7 +532,8 @@ def test_help_works_everywhere_without_a_database(monkeypatch: pytest.MonkeyPatc
     paths = [(), *_all_commands(main)]
     expected = {("tenants", "create"), ("tenants", "list"), ("tenants", "suspend"), ("tenants", "resume"),
                 ("tenants", "delete"), ("tenants", "rename"), ("tenants", "export"), ("tenants", "import"),
-                ("users", "create"), ("clients", "create"), ("clients", "revoke"), ("migrate",), ("routes",)}
+                ("tenants", "archive-key"), ("users", "create"), ("clients", "create"), ("clients", "revoke"),
+                ("migrate",), ("routes",)}
     assert expected <= set(paths)
     for path in paths:
         result = runner.invoke(main, [*path, "--help"], prog_name="courtyard")

@@ -27,7 +27,9 @@ from tenants.models import AuditEntry, Department, Role, Tenant, User
 from tests.conftest import PASSWORD, host, provision, sign_in, unique_slug
 
 TENANT_TABLES = {t.name for t in TenantBase.metadata.sorted_tables}
+EXPORTED_TABLES = TENANT_TABLES - archive.NOT_EXPORTED
 SYSTEM = Actor.system("test")
+KEY = "lifecycle-archive-key-0123456789abcdef"
 
 
 def tables_of(conn: Connection, schema: str) -> set[str]:
@@ -277,7 +279,7 @@ def _make_archive(committed_db: Database, engine: Engine, path: Path) -> tuple[s
         services.provision(s, SYSTEM, slug=slug, name="源公司 Source", admin_email=f"admin@{slug}.test",
                            admin_password=PASSWORD)
     _fill(committed_db, slug)
-    summary = archive.export_tenant(engine, slug, path)
+    summary = archive.export_tenant(engine, slug, path, key=KEY)
     return slug, summary
 
 
@@ -287,12 +289,12 @@ def test_export_import_round_trip_is_identical(committed_db: Database, engine: E
     assert summary.revision == migrator.tenant_head()
     assert summary.tables["users"] == 6
     assert summary.tables["departments"] == 3
-    assert set(summary.tables) == TENANT_TABLES
+    assert set(summary.tables) == EXPORTED_TABLES
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
     copy = unique_slug("copy")
     with committed_db.transaction() as s:
-        imported = archive.import_tenant(s, path, copy)
+        imported = archive.import_tenant(s, path, copy, keys=[KEY])
     assert imported.tables == summary.tables
 
     with committed_db.transaction() as s:
@@ -303,8 +305,10 @@ def test_export_import_round_trip_is_identical(committed_db: Database, engine: E
         original = _table_checksums(conn, schema_for(source.id))
         restored = _table_checksums(conn, schema_for(target.id))
         stamped = conn.exec_driver_sql(f'SELECT version_num FROM "{schema_for(target.id)}".alembic_version').all()
-    assert restored == original
-    assert all(count > 0 for count, _ in original.values())
+    assert {t: restored[t] for t in EXPORTED_TABLES} == {t: original[t] for t in EXPORTED_TABLES}
+    assert all(original[t][0] > 0 for t in TENANT_TABLES)
+    # Live credentials stay behind (test_archives.py shows the links do not work on the copy).
+    assert all(restored[t][0] == 0 for t in archive.NOT_EXPORTED)
     assert stamped == [(summary.revision,)]
 
     # The copy is a working tenant: its users sign in, its Chinese text reads back unchanged.
@@ -325,20 +329,29 @@ def _import_refused(committed_db: Database, engine: Engine, path: Path, error: t
     before = _counts(engine)
     slug = unique_slug("imp")
     with pytest.raises(error, match=match), committed_db.transaction() as s:
-        archive.import_tenant(s, path, slug)
+        archive.import_tenant(s, path, slug, keys=[KEY])
     assert _counts(engine) == before
     with committed_db.transaction() as s:
         assert services.find_tenant(s, slug) is None
 
 
-def _rewrite(src: Path, dst: Path, edit) -> None:
-    """Copy an archive, passing (name, bytes) through ``edit``; it returns new bytes (or None to drop)."""
+def _rewrite(src: Path, dst: Path, edit, *, key: str | None = KEY) -> None:
+    """Copy an archive, passing (name, bytes) through ``edit``; it returns new bytes (or None to drop).
+
+    The manifest is signed again with ``key`` (as a holder of the key would), so the checks behind the
+    signature are reached; ``key=None`` keeps the original signature.
+    """
+    manifest = b""
     with tarfile.open(src, "r:gz") as tin, tarfile.open(dst, "w:gz") as tout:
         for member in tin:
             data = tin.extractfile(member).read()
             data = edit(member.name, data)
             if data is None:
                 continue
+            if member.name == archive.MANIFEST:
+                manifest = data
+            elif member.name == archive.SIGNATURE and key is not None:
+                data = archive.sign(key, manifest)
             info = tarfile.TarInfo(member.name)
             info.size = len(data)
             tout.addfile(info, io.BytesIO(data))
@@ -367,7 +380,7 @@ def test_import_refuses_damaged_and_foreign_archives(committed_db: Database, eng
         bad = tmp_path / "cut.tar.gz"
         bad.write_bytes(raw[:cut])
         with pytest.raises(InvalidArchive):
-            archive.read_archive(bad)
+            archive.verify_archive(bad, [KEY])
     header = 10
     if raw[3] & 0x08:  # FNAME: a zero-terminated original file name follows
         header = raw.index(b"\0", 10) + 1
@@ -378,7 +391,7 @@ def test_import_refuses_damaged_and_foreign_archives(committed_db: Database, eng
         bad = tmp_path / "flipped.tar.gz"
         bad.write_bytes(bytes(flipped))
         with pytest.raises(InvalidArchive):
-            archive.read_archive(bad)
+            archive.verify_archive(bad, [KEY])
     assert len(cuts) + len(flips) > 300
     # …and through the full import, nothing is created.
     truncated = tmp_path / "truncated.tar.gz"
@@ -411,7 +424,7 @@ def test_import_refuses_damaged_and_foreign_archives(committed_db: Database, eng
         info = tarfile.TarInfo("readme.txt")
         info.size = 5
         tar.addfile(info, io.BytesIO(b"hello"))
-    _import_refused(committed_db, engine, other, InvalidArchive, "no manifest.json")
+    _import_refused(committed_db, engine, other, InvalidArchive, "Unexpected entry in archive: 'readme.txt'")
     foreign = tmp_path / "foreign.tar.gz"
     _rewrite(good, foreign, _edit_manifest(lambda m: m.update(format="someone-elses-archive")))
     _import_refused(committed_db, engine, foreign, InvalidArchive, "wrong format in manifest")
@@ -429,7 +442,8 @@ def test_import_refuses_damaged_and_foreign_archives(committed_db: Database, eng
                     r"revision '9999_future', which this server does not know.*newer Courtyard")
     newer_format = tmp_path / "newer-format.tar.gz"
     _rewrite(good, newer_format, _edit_manifest(lambda m: m.update(format_version=archive.FORMAT_VERSION + 1)))
-    _import_refused(committed_db, engine, newer_format, ArchiveTooNew, "Archive format 2 is not supported")
+    _import_refused(committed_db, engine, newer_format, ArchiveTooNew,
+                    f"Archive format {archive.FORMAT_VERSION + 1} is not supported")
 
     # Well-formed but inconsistent with itself: found while restoring, and rolled back whole.
     miscounted = tmp_path / "miscounted.tar.gz"
@@ -451,7 +465,7 @@ def test_import_refuses_damaged_and_foreign_archives(committed_db: Database, eng
 
     # The good archive still imports after all those refusals.
     with committed_db.transaction() as s:
-        assert archive.import_tenant(s, good, unique_slug("ok")).tables["users"] == 6
+        assert archive.import_tenant(s, good, unique_slug("ok"), keys=[KEY]).tables["users"] == 6
 
 
 # --------------------------------------------------------------------------- fail closed
