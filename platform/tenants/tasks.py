@@ -47,11 +47,18 @@ def tenant_unit(tenant_id: str | uuid.UUID) -> Iterator[tuple[CourtyardSession, 
 def deliver_mail(tenant_id: str, to: str, subject: str, text: str) -> str | None:
     """Send one message for a tenant; retried with backoff when the mail server is unreachable."""
     try:
-        with tenant_unit(tenant_id):
-            return str(task_runtime().mailer.send(Mail(to=to, subject=subject, text=text)))
+        # The check reads and ends its transaction before the mail server is contacted: a transaction
+        # held open across SMTP would keep its snapshot and connection for as long as the server takes.
+        with tenant_unit(tenant_id) as (_session, tenant):
+            slug = tenant.slug
     except TenantGone:
         log.info("mail dropped: tenant no longer active")
         return None
+    token = tenant_var.set(slug)
+    try:
+        return str(task_runtime().mailer.send(Mail(to=to, subject=subject, text=text)))
+    finally:
+        tenant_var.reset(token)
 
 
 def send_mail(session: Session, tenant: BoundTenant, mail: Mail) -> None:
