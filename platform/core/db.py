@@ -287,6 +287,20 @@ class Database:
         return session
 
     @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection outside any transaction (autocommit), for a lookup that stands alone.
+
+        Nothing is held once it has answered: no snapshot, no lock, no connection. The request path uses
+        it for the tenant lookup, so that nothing is open while Redis is asked about quotas and limits;
+        it costs no more round trips than a transaction would (no BEGIN, no COMMIT).
+        """
+        if self.connection is not None:  # the test-suite: inside its one outer transaction
+            yield self.connection
+            return
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
     def transaction(self, tenant: BoundTenant | None = None) -> Iterator[CourtyardSession]:
         """A unit of work: commit on success, roll back on error, always close."""
         session = self.session(tenant)

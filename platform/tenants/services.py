@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import RowMapping, any_, bindparam, delete, func, literal, select, update
+from sqlalchemy import Connection, RowMapping, any_, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -23,6 +23,7 @@ from core.db import (
     TenantBase,
     advisory_xact_lock,
     bind_tenant,
+    release,
     tenant_options,
     text_problem,
     utcnow,
@@ -176,13 +177,14 @@ _TENANT_AND_TOKEN_SQL = f"""
     WHERE n.slug = %(slug)s"""
 
 
-def _driver_row(session: Session, sql: str, params: dict[str, object]) -> tuple[Any, ...] | None:
-    """One row straight from the driver, on the session's own connection and transaction.
+def _driver_row(source: Session | Connection, sql: str, params: dict[str, object]) -> tuple[Any, ...] | None:
+    """One row straight from the driver, on the session's own connection and transaction, or on a
+    connection of the caller's (``Database.reading``: outside any transaction).
 
     Only for the two control-plane lookups every request makes: SQLAlchemy's result machinery costs
     more CPU than these indexed queries themselves (bench/api.py); everything else goes through the ORM.
     """
-    connection = session.connection()
+    connection = source if isinstance(source, Connection) else source.connection()
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, params)
@@ -198,7 +200,7 @@ def _driver_row(session: Session, sql: str, params: dict[str, object]) -> tuple[
         cursor.close()
 
 
-def lookup_tenant(session: Session, slug: str) -> BoundTenant | None:
+def lookup_tenant(session: Session | Connection, slug: str) -> BoundTenant | None:
     """The registry entry for ``slug`` as a :class:`BoundTenant`, in one indexed query.
 
     Tenant resolution runs this on every request: a plain Core row on the session's connection,
@@ -211,7 +213,8 @@ def lookup_tenant(session: Session, slug: str) -> BoundTenant | None:
     return BoundTenant(id=row[0], slug=row[1], name=row[2], status=row[3])
 
 
-def lookup_tenant_and_token(session: Session, slug: str, secret: str) -> tuple[BoundTenant | None, TokenInfo | None]:
+def lookup_tenant_and_token(session: Session | Connection, slug: str,
+                            secret: str) -> tuple[BoundTenant | None, TokenInfo | None]:
     """:func:`lookup_tenant` and :func:`check_token` together, for API calls with a bearer token."""
     row = _driver_row(session, _TENANT_AND_TOKEN_SQL, {"slug": slug, "digest": digest(secret)})
     if row is None:
@@ -283,7 +286,9 @@ def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_ema
     email = clean_email(admin_email)
     # A name given is checked (never silently cut); the default from the address may be shortened.
     admin_name = clean_name(admin_name) if admin_name else email.split("@")[0][:200]
-    check_password(admin_password)
+    # Hashed before the first statement: argon2 must not run inside the open transaction.
+    release(session)
+    password_hash = hash_password(check_password(admin_password))
     if find_tenant(session, slug) is not None:
         msg = f"The slug '{slug}' is already taken."
         raise SlugTaken(msg, field_errors={"slug": ["Already taken."]})
@@ -301,8 +306,7 @@ def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_ema
     create_schema(session, bt)
     tsession = bind_tenant(session, bt)
     roles = seed_roles(tsession)
-    admin = User(email=email, name=admin_name,
-                 password_hash=hash_password(admin_password), role_id=roles["admin"].id)
+    admin = User(email=email, name=admin_name, password_hash=password_hash, role_id=roles["admin"].id)
     tsession.add(admin)
     tsession.flush()
     audit(tsession, actor, "tenant.provisioned", "tenant", tenant.id, after={"slug": slug, "name": name})
@@ -424,6 +428,10 @@ def create_user(session: Session, actor: Actor, *, email: str, name: str | None 
                 password: str | None = None, department_id: uuid.UUID | None = None) -> User:
     require(actor, perms.USERS_MANAGE)
     email = clean_email(email)
+    password_hash = None
+    if password:
+        release(session)  # argon2 outside the transaction
+        password_hash = hash_password(check_password(password))
     if find_user_by_email(session, email) is not None:
         msg = f"A user with e-mail {email} already exists."
         raise EmailTaken(msg, field_errors={"email": ["Already in use."]})
@@ -432,7 +440,7 @@ def create_user(session: Session, actor: Actor, *, email: str, name: str | None 
     if department_id is not None:
         get_department(session, department_id)
     user = User(email=email, name=clean_name(name or email.split("@")[0]), role_id=role_obj.id,
-                password_hash=hash_password(check_password(password)) if password else None,
+                password_hash=password_hash,
                 department_id=department_id, created_by=_uid(actor), updated_by=_uid(actor))
     user.role = role_obj
     session.add(user)
@@ -542,6 +550,7 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
         verify_password(None, password)
         return None
     user = find_user_by_email(session, address)
+    release(session)  # argon2 (and, on success, the caller's Redis calls) outside the transaction
     ok = verify_password(user.password_hash if user else None, password or "")
     if not ok or user is None or not user.active:
         return None
@@ -559,6 +568,7 @@ def change_password(session: Session, actor: Actor, user_id: uuid.UUID, current:
     user = get_user(session, user_id)
     if actor.id != user.id:
         raise PermissionDenied("You can only change your own password.")
+    release(session)  # argon2 twice: outside the transaction
     if not verify_password(user.password_hash, current):
         raise ValidationFailed("The current password is wrong.",
                                field_errors={"current_password": ["Wrong password."]})
@@ -635,14 +645,32 @@ def open_invitation(session: Session, secret: str) -> Invitation:
 
 def accept_invitation(session: Session, secret: str, *, name: str, password: str) -> User:
     inv = open_invitation(session, secret)
+    display_name = clean_name(name or inv.name or inv.email.split("@")[0])
+    check_password(password)
+    release(session)  # argon2 outside the transaction, and only for a link that works
+    password_hash = hash_password(password)
+    # The invitation's row is locked, then checked again: of two acceptances of one link at the same
+    # moment, the second waits here and then finds it used (a 4xx), instead of failing on the unique
+    # e-mail index with a 500.
+    locked = session.scalar(select(Invitation).where(Invitation.id == inv.id).with_for_update()
+                            .execution_options(populate_existing=True))
+    if locked is None:
+        raise InvalidToken("This invitation link is invalid or has expired. Ask for a new one.")
+    inv = locked
+    if inv.revoked_at is not None or inv.accepted_at is not None or inv.expires_at < utcnow():
+        raise InvalidToken("This invitation link is invalid or has expired. Ask for a new one.")
     if find_user_by_email(session, inv.email) is not None:
         raise EmailTaken("This address already has an account; sign in instead.")
-    user = User(email=inv.email, name=clean_name(name or inv.name or inv.email.split("@")[0]),
-                password_hash=hash_password(check_password(password)), role_id=inv.role_id,
+    user = User(email=inv.email, name=display_name, password_hash=password_hash, role_id=inv.role_id,
                 department_id=inv.department_id, created_by=inv.created_by)
     session.add(user)
     inv.accepted_at = utcnow()
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # The same address made a user some other way (created by an admin) in the meantime.
+        raise EmailTaken("This address already has an account; sign in instead.") from None
     session.refresh(user)
     audit(session, Actor(user.id, user.email, frozenset()), "user.joined", "user", user.id,
           after=snapshot(user, USER_FIELDS))
@@ -678,7 +706,15 @@ def reset_password(session: Session, secret: str, new_password: str) -> User:
     user = get_user(session, reset.user_id)
     if not user.active:
         raise InvalidToken("This account is deactivated.")
-    user.password_hash = hash_password(check_password(new_password))
+    check_password(new_password)
+    release(session)  # argon2 outside the transaction, and only for a link that works
+    password_hash = hash_password(new_password)
+    # Locked and checked again: a link used twice at the same moment works once.
+    locked = session.scalar(select(PasswordReset).where(PasswordReset.id == reset.id).with_for_update()
+                            .execution_options(populate_existing=True))
+    if locked is None or locked.used_at is not None:
+        raise InvalidToken("This reset link is invalid or has expired. Ask for a new one.")
+    user.password_hash = password_hash
     reset.used_at = utcnow()
     # Every other open link for this user dies with this one.
     session.execute(update(PasswordReset).where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))

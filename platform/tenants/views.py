@@ -197,6 +197,8 @@ def sign_in_page() -> Any:
     if user is None:
         return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
                                error="Wrong e-mail or password."), 401
+    # The sign-in is recorded (committed) before Redis is called: no transaction waits on it.
+    db_session().commit()
     rt.limiter.reset(keys[0])
     sign_in(user, tenant)
     return redirect(_safe_next(request.form.get("next")))
