@@ -379,16 +379,43 @@ def find_user_by_email(session: Session, email: str) -> User | None:
     return session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
 
 
-def list_users(session: Session, actor: Actor, *, include_inactive: bool = True, query: str | None = None,
-               limit: int = 200, offset: int = 0) -> list[User]:
-    require(actor, perms.USERS_READ)
-    stmt = select(User).order_by(User.name, User.id).limit(limit).offset(offset)
+#: The most users one page (API or HTML) holds.
+MAX_USERS_PAGE = 100
+
+
+def contains_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its own ``%``, ``_`` and ``\\`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _user_filters(include_inactive: bool, active: bool | None, query: str | None) -> list[Any]:
+    filters: list[Any] = []
     if not include_inactive:
-        stmt = stmt.where(User.active.is_(True))
-    if query:
-        like = f"%{query.strip()}%"
-        stmt = stmt.where(User.name.ilike(like) | User.email.ilike(like))
+        filters.append(User.active.is_(True))
+    if active is not None:
+        filters.append(User.active.is_(active))
+    if query and query.strip():
+        like = contains_pattern(query.strip())
+        filters.append(User.name.ilike(like, escape="\\") | User.email.ilike(like, escape="\\"))
+    return filters
+
+
+def list_users(session: Session, actor: Actor, *, include_inactive: bool = True, query: str | None = None,
+               active: bool | None = None, limit: int = 50, offset: int = 0) -> list[User]:
+    """One page of users, sorted by name; filtered and paged in SQL (at most MAX_USERS_PAGE rows)."""
+    require(actor, perms.USERS_READ)
+    stmt = (select(User).where(*_user_filters(include_inactive, active, query)).order_by(User.name, User.id)
+            .limit(min(max(limit, 1), MAX_USERS_PAGE)).offset(max(offset, 0)))
     return list(session.scalars(stmt))
+
+
+def count_users(session: Session, actor: Actor, *, include_inactive: bool = True, query: str | None = None,
+                active: bool | None = None) -> int:
+    """How many users :func:`list_users` pages through with the same filters."""
+    require(actor, perms.USERS_READ)
+    stmt = select(func.count()).select_from(User).where(*_user_filters(include_inactive, active, query))
+    return session.scalar(stmt) or 0
 
 
 # What a user looks like to a reader: the columns UserOut shows, the role by its key. Single-record
