@@ -111,7 +111,9 @@ class Users(MethodView):
         """List the workspace's users, sorted by name (filtered and paged by the database)."""
         session, actor = db_session(), api_actor()
         query, active = args.get("q"), args.get("active")
-        pagination_parameters.item_count = services.count_users(session, actor, query=query, active=active)
+        total = pagination_parameters.item_count = services.count_users(session, actor, query=query, active=active)
+        if pagination_parameters.first_item >= total:
+            return []  # past the end (a page number of any size): nothing to ask the database
         return services.list_users(session, actor, query=query, active=active,
                                    limit=pagination_parameters.page_size, offset=pagination_parameters.first_item)
 
