@@ -91,7 +91,8 @@ def settings(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> Iterator[Engine]:
     assert settings.database_url is not None
-    eng = make_engine(settings.database_url, pool_size=5, max_overflow=20)
+    # The web app's limits: the suite runs under the timeouts production requests have.
+    eng = make_engine(settings.database_url, pool_size=5, max_overflow=20, timeouts=settings.app_timeouts)
     migrator.upgrade_shared(eng)
     yield eng
     eng.dispose()

@@ -9,12 +9,14 @@ to the next.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from sqlalchemy import (
@@ -25,6 +27,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    text,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
@@ -148,14 +151,40 @@ class TenantRecord:
         return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True, slots=True)
+class DbTimeouts:
+    """Server-side limits every connection of a process starts with, in milliseconds (0: none).
+
+    ``statement_ms`` cancels a statement that runs longer; ``lock_ms`` gives up a lock wait (a request
+    must not queue behind a migration's ``ALTER TABLE``, nor one behind a long export); ``idle_in_transaction_ms``
+    ends a session whose transaction sits idle that long (a process stuck between statements must not
+    hold its locks and snapshot forever).
+    """
+
+    statement_ms: int = 15_000
+    lock_ms: int = 5_000
+    idle_in_transaction_ms: int = 60_000
+
+    def options(self) -> str:
+        """The libpq ``options`` startup parameter that sets them, so no round trip is spent per checkout."""
+        return (f"-c statement_timeout={self.statement_ms} -c lock_timeout={self.lock_ms} "
+                f"-c idle_in_transaction_session_timeout={self.idle_in_transaction_ms}")
+
+
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False,
-                pre_ping: bool = True) -> Engine:
+                pre_ping: bool = True, timeouts: DbTimeouts | None = None) -> Engine:
     """An engine on psycopg 3. ``pre_ping`` tests each connection at checkout (one round trip).
 
     The web app turns it off: on its hot path the round trip costs more than it saves, and a
     connection the server dropped is noticed on first use instead (SQLAlchemy then empties the pool,
     and that one request is answered 503, to be retried). Long-lived jobs and commands keep it on.
+
+    ``timeouts`` are set on every connection when it is opened (see :class:`DbTimeouts`); without
+    them the server's own defaults apply (usually none at all).
     """
+    connect_args: dict[str, Any] = {}
+    if timeouts is not None:
+        connect_args["options"] = timeouts.options()
     return create_engine(
         normalise_url(url),
         pool_size=pool_size,
@@ -164,6 +193,7 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: b
         pool_recycle=1800,
         pool_reset_on_return="rollback",
         echo=echo,
+        connect_args=connect_args,
     )
 
 
@@ -257,6 +287,20 @@ class Database:
         return session
 
     @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection outside any transaction (autocommit), for a lookup that stands alone.
+
+        Nothing is held once it has answered: no snapshot, no lock, no connection. The request path uses
+        it for the tenant lookup, so that nothing is open while Redis is asked about quotas and limits;
+        it costs no more round trips than a transaction would (no BEGIN, no COMMIT).
+        """
+        if self.connection is not None:  # the test-suite: inside its one outer transaction
+            yield self.connection
+            return
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
     def transaction(self, tenant: BoundTenant | None = None) -> Iterator[CourtyardSession]:
         """A unit of work: commit on success, roll back on error, always close."""
         session = self.session(tenant)
@@ -283,3 +327,51 @@ def bind_tenant(session: Session, tenant: BoundTenant) -> Session:
     if session.in_transaction():
         session.connection().execution_options(**tenant_options(tenant))
     return session
+
+
+class AdvisoryLock(enum.IntEnum):
+    """The first key of every transaction-level advisory lock Courtyard takes, kept in one place so
+    that two uses never share a key by accident (the second key names the object)."""
+
+    SHARED_MIGRATIONS = 0x43590001
+    DEPARTMENT_TREE = 0x43590002
+
+
+def advisory_xact_lock(conn: Session | Connection, kind: AdvisoryLock, name: str) -> None:
+    """Wait for the advisory lock (``kind``, ``name``) until this transaction ends.
+
+    The wait is a lock wait: ``lock_timeout`` bounds it like any other.
+    """
+    conn.execute(text("SELECT pg_advisory_xact_lock(:kind, hashtext(:name))"), {"kind": int(kind), "name": name})
+
+
+@event.listens_for(CourtyardSession, "after_flush")
+def _note_flush(session: Session, _ctx: Any) -> None:
+    session.info["wrote"] = True
+
+
+@event.listens_for(CourtyardSession, "do_orm_execute")
+def _note_bulk_write(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info["wrote"] = True
+
+
+@event.listens_for(CourtyardSession, "after_transaction_end")
+def _forget_writes(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop("wrote", None)
+
+
+def release(session: Session) -> None:
+    """End the session's transaction before slow work (password hashing, a network call), if it has
+    only read so far: an open transaction would hold its snapshot, its locks and a pooled connection
+    for the whole time. The session stays usable; its next statement starts a new transaction.
+
+    A transaction that has written stays open (ending it would commit half a unit of work): callers put
+    the slow work before their first write.
+    """
+    if not session.in_transaction():
+        return
+    if session.info.get("wrote") or session.new or session.dirty or session.deleted:
+        return
+    session.commit()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from core.db import DbTimeouts
 from core.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -80,6 +81,14 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "archive_key": _archive_key,
     "archive_old_keys": _archive_keys,
     "archive_max_bytes": lambda n, v: _int(n, v, 1 << 20),
+    "db_statement_timeout_ms": lambda n, v: _int(n, v, 0),
+    "db_lock_timeout_ms": lambda n, v: _int(n, v, 0),
+    "db_idle_in_transaction_timeout_ms": lambda n, v: _int(n, v, 0),
+    "cli_statement_timeout_ms": lambda n, v: _int(n, v, 0),
+    "cli_lock_timeout_ms": lambda n, v: _int(n, v, 0),
+    "cli_idle_in_transaction_timeout_ms": lambda n, v: _int(n, v, 0),
+    "migration_lock_timeout_ms": lambda n, v: _int(n, v, 10),
+    "migration_attempts": lambda n, v: _int(n, v, 1),
 }
 
 
@@ -122,7 +131,30 @@ class Settings:
     archive_old_keys: tuple[str, ...] = ()
     #: The most uncompressed table data one archive may hold (import refuses more, before loading).
     archive_max_bytes: int = 16 << 30
+    #: Database limits of the web app and the Celery workers (milliseconds, 0: none): see core.db.DbTimeouts.
+    db_statement_timeout_ms: int = 15_000
+    db_lock_timeout_ms: int = 5_000
+    db_idle_in_transaction_timeout_ms: int = 60_000
+    #: The same for the `courtyard` command (migrations, exports, imports, tenant deletion): larger, as an
+    #: export reads a whole tenant in one snapshot and a migration may rewrite a big table.
+    cli_statement_timeout_ms: int = 3_600_000
+    cli_lock_timeout_ms: int = 30_000
+    cli_idle_in_transaction_timeout_ms: int = 600_000
+    #: A migration's DDL waits this long for its locks, then rolls back and tries again (this many
+    #: attempts in all, with a doubling pause), so requests never queue behind a waiting ALTER TABLE.
+    migration_lock_timeout_ms: int = 2_000
+    migration_attempts: int = 5
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def app_timeouts(self) -> DbTimeouts:
+        return DbTimeouts(self.db_statement_timeout_ms, self.db_lock_timeout_ms,
+                          self.db_idle_in_transaction_timeout_ms)
+
+    @property
+    def cli_timeouts(self) -> DbTimeouts:
+        return DbTimeouts(self.cli_statement_timeout_ms, self.cli_lock_timeout_ms,
+                          self.cli_idle_in_transaction_timeout_ms)
 
     @property
     def embedded(self) -> bool:

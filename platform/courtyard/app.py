@@ -93,7 +93,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     Babel(app, locale_selector=babel_locale)
     app.jinja_env.filters.update(FILTERS)
     redis_client = redis or make_redis(settings.redis_url)
-    engine = engine or make_engine(settings.database_url, pool_size=10, max_overflow=20, pre_ping=False)
+    engine = engine or make_engine(settings.database_url, pool_size=10, max_overflow=20, pre_ping=False,
+                                   timeouts=settings.app_timeouts)
     app.extensions["courtyard"] = Runtime(
         settings=settings,
         db=Database(engine, connection=connection),
@@ -287,7 +288,25 @@ def _register_error_handlers(app: Flask) -> None:
                                       _l("The database connection was interrupted. Please retry."))
             response.headers["Retry-After"] = "1"
             return response
+        if isinstance(exc.orig, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+            return database_gave_up(exc.orig)
         return unexpected(exc)
+
+    def database_gave_up(orig: psycopg.Error) -> Response:
+        # lock_timeout or statement_timeout (settings): the request is answered instead of queueing behind
+        # a migration or an export, or running without end. Nothing of it was committed.
+        busy = isinstance(orig, psycopg.errors.LockNotAvailable)
+        log.warning("database gave up on a request", extra={"fields": {
+            "path": request.path, "reason": "lock_timeout" if busy else "statement_timeout"}})
+        _discard_failed_work()
+        if busy:
+            response = error_response(503, "database_busy", "The data is being changed by another operation "
+                                                             "(a migration, say). Please retry in a moment.")
+        else:
+            response = error_response(503, "database_timeout", "The database took too long to answer; "
+                                                                "the request was cancelled. Please retry.")
+        response.headers["Retry-After"] = "2"
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

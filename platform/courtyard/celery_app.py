@@ -54,7 +54,8 @@ def make_celery(settings: Settings, *, eager: bool = False) -> Celery:
 def configure_task_runtime(settings: Settings, db: Database | None = None) -> None:
     assert settings.database_url is not None
     configure_tasks(TaskRuntime(
-        db=db or Database(make_engine(settings.database_url, pool_size=2, max_overflow=4)),
+        db=db or Database(make_engine(settings.database_url, pool_size=2, max_overflow=4,
+                                         timeouts=settings.app_timeouts)),
         mailer=make_mailer(settings.smtp_url, settings.outbox_dir, settings.mail_from),
         settings=settings,
     ))

@@ -42,7 +42,7 @@ def _resolved() -> tuple[Any, Settings]:
     # Keep the embedded servers' handles alive as long as this process needs them.
     _HANDLES.append(services_)
     assert settings.database_url is not None
-    return make_engine(settings.database_url, pool_size=8, max_overflow=8), settings
+    return make_engine(settings.database_url, pool_size=8, max_overflow=8, timeouts=settings.cli_timeouts), settings
 
 
 _HANDLES: list[Any] = []
@@ -172,8 +172,8 @@ def demo() -> None:
     """Create the demo tenants acme and globex, each with an admin (idempotent)."""
     from tenants import migrator
 
-    engine, _ = _resolved()
-    migrator.upgrade_shared(engine)
+    engine, settings = _resolved()
+    migrator.upgrade_shared(engine, migrator.lock_policy(settings))
     created = ensure_demo(engine)
     for slug, _name, email in created:
         click.echo(f"Created {slug}: {email} / {DEMO_PASSWORD}")
@@ -191,8 +191,9 @@ def up(port: int | None) -> None:
     engine, settings = _resolved()
     port = port or settings.port
     click.echo("Migrating…")
-    migrator.upgrade_shared(engine)
-    report = migrator.migrate_fleet(engine, workers=4)
+    policy = migrator.lock_policy(settings)
+    migrator.upgrade_shared(engine, policy)
+    report = migrator.migrate_fleet(engine, workers=4, policy=policy)
     if report.failed:
         click.echo(f"{len(report.failed)} tenant(s) failed to migrate; see `courtyard migrate`.", err=True)
     ensure_demo(engine)
@@ -250,8 +251,13 @@ def run() -> None:
     try:
         main(prog_name="courtyard")
     except (OperationalError, psycopg.OperationalError) as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        click.echo(f"Error: cannot reach the database: {reason}", err=True)
+        orig = getattr(exc, "orig", exc)
+        reason = str(orig).strip().splitlines()[0]
+        if isinstance(orig, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+            # A limit of COURTYARD_CLI_*_TIMEOUT_MS, not an unreachable server.
+            click.echo(f"Error: the database gave up: {reason}", err=True)
+        else:
+            click.echo(f"Error: cannot reach the database: {reason}", err=True)
         sys.exit(1)
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from flask import Request, Response, g, request
 from flask.views import MethodView
-from flask_smorest import Api, Blueprint, Page
+from flask_smorest import Api, Blueprint
+from flask_smorest.pagination import PaginationParameters
 from marshmallow import missing
 from sqlalchemy import RowMapping, select
 from webargs.flaskparser import FlaskParser, is_json_request
@@ -77,14 +78,6 @@ class _Blueprint(Blueprint):  # type: ignore[misc]
 blp = _Blueprint("identity", __name__, url_prefix="/api/v1", description="Staff identity and access")
 
 
-class ListPage(Page):  # type: ignore[misc]
-    """Pages over a list the service already built (bounded by the service's own limit)."""
-
-    @property
-    def item_count(self) -> int:
-        return len(self.collection)
-
-
 def _etag(version: int) -> str:
     return f'W/"{version}"'
 
@@ -114,13 +107,16 @@ class Me(MethodView):
 class Users(MethodView):
     @blp.arguments(schemas.UserQuery, location="query")
     @blp.response(200, schemas.UserOut(many=True))
-    @blp.paginate(ListPage)
-    def get(self, args: dict[str, Any]) -> list[User]:
-        """List the workspace's users."""
-        users = services.list_users(db_session(), api_actor(), query=args.get("q"), limit=10_000)
-        if "active" in args:
-            users = [u for u in users if u.active == args["active"]]
-        return users
+    @blp.paginate(max_page_size=services.MAX_USERS_PAGE)
+    def get(self, args: dict[str, Any], pagination_parameters: PaginationParameters) -> list[User]:
+        """List the workspace's users, sorted by name (filtered and paged by the database)."""
+        session, actor = db_session(), api_actor()
+        query, active = args.get("q"), args.get("active")
+        total = pagination_parameters.item_count = services.count_users(session, actor, query=query, active=active)
+        if pagination_parameters.first_item >= total:
+            return []  # past the end (a page number of any size): nothing to ask the database
+        return services.list_users(session, actor, query=query, active=active,
+                                   limit=pagination_parameters.page_size, offset=pagination_parameters.first_item)
 
     @blp.arguments(schemas.UserCreate)
     @blp.response(201, schemas.UserOut)

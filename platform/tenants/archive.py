@@ -598,7 +598,8 @@ def check_rows(session: Session) -> None:
 
 
 def _refuse(table: str, row_id: object, field: str, exc: ValidationFailed | str) -> InvalidArchive:
-    reason = exc if isinstance(exc, str) else "; ".join(next(iter(exc.field_errors.values()), [exc.message]))
+    reason = exc if isinstance(exc, str) else "; ".join(
+        str(m) for m in next(iter(exc.field_errors.values()), [exc.message]))
     return InvalidArchive(f"Table {table}, row {row_id}: {field}: {reason}")
 
 

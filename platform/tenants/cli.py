@@ -248,14 +248,15 @@ def migrate(workers: int, only: tuple[str, ...], as_json: bool) -> None:
     # A pool as large as the worker count: a thread waiting for a connection would time out and be
     # recorded as a failed tenant.
     engine = make_engine(_rt().engine.url.render_as_string(hide_password=False), pool_size=workers + 1,
-                         max_overflow=2)
-    migrator.upgrade_shared(engine)
+                         max_overflow=2, timeouts=_rt().settings.cli_timeouts)
+    policy = migrator.lock_policy(_rt().settings)
+    migrator.upgrade_shared(engine, policy)
 
     def progress(result: migrator.TenantResult) -> None:
         if result.status == "failed" and not as_json:
             click.echo(f"  FAILED {result.slug}: {result.error}", err=True)
 
-    report = migrator.migrate_fleet(engine, workers=workers, only=only or None, progress=progress)
+    report = migrator.migrate_fleet(engine, workers=workers, only=only or None, progress=progress, policy=policy)
     if as_json:
         click.echo(json.dumps({"head": report.head, "seconds": round(report.seconds, 3),
                                "done": [r.slug for r in report.done],

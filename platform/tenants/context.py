@@ -148,17 +148,19 @@ def resolve_tenant() -> None:
         return
     if not SLUG_RE.match(slug):
         raise TenantNotFound(_l("No such workspace."))
-    session = db_session()
     bearer = _bearer_token()
-    if bearer:
-        found, token = services.lookup_tenant_and_token(session, slug, bearer)
-        g.token_info, g.token_checked = token, True
-    else:
-        found = services.lookup_tenant(session, slug)
+    # Outside the request's transaction: what follows (quota and rate limits in Redis) must not run
+    # while a transaction is open. The request's session starts one when a view first needs it.
+    with rt.db.reading() as conn:
+        if bearer:
+            found, token = services.lookup_tenant_and_token(conn, slug, bearer)
+            g.token_info, g.token_checked = token, True
+        else:
+            found = services.lookup_tenant(conn, slug)
     # usable() raises for unknown (404) and suspended/deleted (403/410) tenants: answered before
     # the tenant's schema is touched.
     tenant = services.usable(found)
-    bind_tenant(session, tenant)
+    bind_tenant(db_session(), tenant)
     g.tenant = tenant
     tenant_var.set(tenant.slug)
 

@@ -81,7 +81,12 @@ class OAuthToken(SharedBase):
     expires_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
 
-    __table_args__ = (Index("ix_oauth_tokens_tenant_id_expires_at", "tenant_id", "expires_at"),)
+    __table_args__ = (
+        Index("ix_oauth_tokens_tenant_id_expires_at", "tenant_id", "expires_at"),
+        # What the hourly purge deletes by (tenants.tasks.purge_expired_tokens).
+        Index("ix_oauth_tokens_expires_at", "expires_at"),
+        Index("ix_oauth_tokens_revoked_at", "revoked_at", postgresql_where=text("revoked_at IS NOT NULL")),
+    )
 
 
 # --------------------------------------------------------------------------- tenant schema

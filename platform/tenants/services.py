@@ -13,11 +13,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import RowMapping, bindparam, delete, func, select, update
+from sqlalchemy import Connection, RowMapping, any_, bindparam, delete, func, literal, select, update
+from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from core.db import TenantBase, bind_tenant, tenant_options, text_problem, utcnow
+from core.db import (
+    AdvisoryLock,
+    TenantBase,
+    advisory_xact_lock,
+    bind_tenant,
+    release,
+    tenant_options,
+    text_problem,
+    utcnow,
+)
 from core.errors import (
     Conflict,
     NotFound,
@@ -174,13 +184,14 @@ _TENANT_AND_TOKEN_SQL = f"""
     WHERE n.slug = %(slug)s"""
 
 
-def _driver_row(session: Session, sql: str, params: dict[str, object]) -> tuple[Any, ...] | None:
-    """One row straight from the driver, on the session's own connection and transaction.
+def _driver_row(source: Session | Connection, sql: str, params: dict[str, object]) -> tuple[Any, ...] | None:
+    """One row straight from the driver, on the session's own connection and transaction, or on a
+    connection of the caller's (``Database.reading``: outside any transaction).
 
     Only for the two control-plane lookups every request makes: SQLAlchemy's result machinery costs
     more CPU than these indexed queries themselves (bench/api.py); everything else goes through the ORM.
     """
-    connection = session.connection()
+    connection = source if isinstance(source, Connection) else source.connection()
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, params)
@@ -196,7 +207,7 @@ def _driver_row(session: Session, sql: str, params: dict[str, object]) -> tuple[
         cursor.close()
 
 
-def lookup_tenant(session: Session, slug: str) -> BoundTenant | None:
+def lookup_tenant(session: Session | Connection, slug: str) -> BoundTenant | None:
     """The registry entry for ``slug`` as a :class:`BoundTenant`, in one indexed query.
 
     Tenant resolution runs this on every request: a plain Core row on the session's connection,
@@ -209,7 +220,8 @@ def lookup_tenant(session: Session, slug: str) -> BoundTenant | None:
     return BoundTenant(id=row[0], slug=row[1], name=row[2], status=row[3])
 
 
-def lookup_tenant_and_token(session: Session, slug: str, secret: str) -> tuple[BoundTenant | None, TokenInfo | None]:
+def lookup_tenant_and_token(session: Session | Connection, slug: str,
+                            secret: str) -> tuple[BoundTenant | None, TokenInfo | None]:
     """:func:`lookup_tenant` and :func:`check_token` together, for API calls with a bearer token."""
     row = _driver_row(session, _TENANT_AND_TOKEN_SQL, {"slug": slug, "digest": digest(secret)})
     if row is None:
@@ -281,7 +293,9 @@ def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_ema
     email = clean_email(admin_email)
     # A name given is checked (never silently cut); the default from the address may be shortened.
     admin_name = clean_name(admin_name) if admin_name else email.split("@")[0][:200]
-    check_password(admin_password)
+    # Hashed before the first statement: argon2 must not run inside the open transaction.
+    release(session)
+    password_hash = hash_password(check_password(admin_password))
     if find_tenant(session, slug) is not None:
         raise SlugTaken(_l("The slug '%(slug)s' is already taken.", slug=slug),
                         field_errors={"slug": [_l("Already taken.")]})
@@ -299,8 +313,7 @@ def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_ema
     create_schema(session, bt)
     tsession = bind_tenant(session, bt)
     roles = seed_roles(tsession)
-    admin = User(email=email, name=admin_name,
-                 password_hash=hash_password(admin_password), role_id=roles["admin"].id)
+    admin = User(email=email, name=admin_name, password_hash=password_hash, role_id=roles["admin"].id)
     tsession.add(admin)
     tsession.flush()
     audit(tsession, actor, "tenant.provisioned", "tenant", tenant.id, after={"slug": slug, "name": name})
@@ -370,16 +383,43 @@ def find_user_by_email(session: Session, email: str) -> User | None:
     return session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
 
 
-def list_users(session: Session, actor: Actor, *, include_inactive: bool = True, query: str | None = None,
-               limit: int = 200, offset: int = 0) -> list[User]:
-    require(actor, perms.USERS_READ)
-    stmt = select(User).order_by(User.name, User.id).limit(limit).offset(offset)
+#: The most users one page (API or HTML) holds.
+MAX_USERS_PAGE = 100
+
+
+def contains_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its own ``%``, ``_`` and ``\\`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _user_filters(include_inactive: bool, active: bool | None, query: str | None) -> list[Any]:
+    filters: list[Any] = []
     if not include_inactive:
-        stmt = stmt.where(User.active.is_(True))
-    if query:
-        like = f"%{query.strip()}%"
-        stmt = stmt.where(User.name.ilike(like) | User.email.ilike(like))
+        filters.append(User.active.is_(True))
+    if active is not None:
+        filters.append(User.active.is_(active))
+    if query and query.strip():
+        like = contains_pattern(query.strip())
+        filters.append(User.name.ilike(like, escape="\\") | User.email.ilike(like, escape="\\"))
+    return filters
+
+
+def list_users(session: Session, actor: Actor, *, include_inactive: bool = True, query: str | None = None,
+               active: bool | None = None, limit: int = 50, offset: int = 0) -> list[User]:
+    """One page of users, sorted by name; filtered and paged in SQL (at most MAX_USERS_PAGE rows)."""
+    require(actor, perms.USERS_READ)
+    stmt = (select(User).where(*_user_filters(include_inactive, active, query)).order_by(User.name, User.id)
+            .limit(min(max(limit, 1), MAX_USERS_PAGE)).offset(max(offset, 0)))
     return list(session.scalars(stmt))
+
+
+def count_users(session: Session, actor: Actor, *, include_inactive: bool = True, query: str | None = None,
+                active: bool | None = None) -> int:
+    """How many users :func:`list_users` pages through with the same filters."""
+    require(actor, perms.USERS_READ)
+    stmt = select(func.count()).select_from(User).where(*_user_filters(include_inactive, active, query))
+    return session.scalar(stmt) or 0
 
 
 # What a user looks like to a reader: the columns UserOut shows, the role by its key. Single-record
@@ -419,6 +459,10 @@ def create_user(session: Session, actor: Actor, *, email: str, name: str | None 
                 password: str | None = None, department_id: uuid.UUID | None = None) -> User:
     require(actor, perms.USERS_MANAGE)
     email = clean_email(email)
+    password_hash = None
+    if password:
+        release(session)  # argon2 outside the transaction
+        password_hash = hash_password(check_password(password))
     if find_user_by_email(session, email) is not None:
         raise EmailTaken(_l("A user with e-mail %(email)s already exists.", email=email),
                          field_errors={"email": [_l("Already in use.")]})
@@ -427,7 +471,7 @@ def create_user(session: Session, actor: Actor, *, email: str, name: str | None 
     if department_id is not None:
         get_department(session, department_id)
     user = User(email=email, name=clean_name(name or email.split("@")[0]), role_id=role_obj.id,
-                password_hash=hash_password(check_password(password)) if password else None,
+                password_hash=password_hash,
                 department_id=department_id, created_by=_uid(actor), updated_by=_uid(actor))
     user.role = role_obj
     session.add(user)
@@ -536,6 +580,7 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
         verify_password(None, password)
         return None
     user = find_user_by_email(session, address)
+    release(session)  # argon2 (and, on success, the caller's Redis calls) outside the transaction
     ok = verify_password(user.password_hash if user else None, password or "")
     if not ok or user is None or not user.active:
         return None
@@ -552,7 +597,8 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
 def change_password(session: Session, actor: Actor, user_id: uuid.UUID, current: str, new: str) -> None:
     user = get_user(session, user_id)
     if actor.id != user.id:
-        raise PermissionDenied(_l("You can only change your own password."))
+        raise PermissionDenied("You can only change your own password.")
+    release(session)  # argon2 twice: outside the transaction
     if not verify_password(user.password_hash, current):
         raise ValidationFailed(_l("The current password is wrong."),
                                field_errors={"current_password": [_l("Wrong password.")]})
@@ -629,14 +675,32 @@ def open_invitation(session: Session, secret: str) -> Invitation:
 
 def accept_invitation(session: Session, secret: str, *, name: str, password: str) -> User:
     inv = open_invitation(session, secret)
+    display_name = clean_name(name or inv.name or inv.email.split("@")[0])
+    check_password(password)
+    release(session)  # argon2 outside the transaction, and only for a link that works
+    password_hash = hash_password(password)
+    # The invitation's row is locked, then checked again: of two acceptances of one link at the same
+    # moment, the second waits here and then finds it used (a 4xx), instead of failing on the unique
+    # e-mail index with a 500.
+    locked = session.scalar(select(Invitation).where(Invitation.id == inv.id).with_for_update()
+                            .execution_options(populate_existing=True))
+    if locked is None:
+        raise InvalidToken("This invitation link is invalid or has expired. Ask for a new one.")
+    inv = locked
+    if inv.revoked_at is not None or inv.accepted_at is not None or inv.expires_at < utcnow():
+        raise InvalidToken("This invitation link is invalid or has expired. Ask for a new one.")
     if find_user_by_email(session, inv.email) is not None:
-        raise EmailTaken(_l("This address already has an account; sign in instead."))
-    user = User(email=inv.email, name=clean_name(name or inv.name or inv.email.split("@")[0]),
-                password_hash=hash_password(check_password(password)), role_id=inv.role_id,
+        raise EmailTaken("This address already has an account; sign in instead.")
+    user = User(email=inv.email, name=display_name, password_hash=password_hash, role_id=inv.role_id,
                 department_id=inv.department_id, created_by=inv.created_by)
     session.add(user)
     inv.accepted_at = utcnow()
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # The same address made a user some other way (created by an admin) in the meantime.
+        raise EmailTaken("This address already has an account; sign in instead.") from None
     session.refresh(user)
     audit(session, Actor(user.id, user.email, frozenset()), "user.joined", "user", user.id,
           after=snapshot(user, USER_FIELDS))
@@ -671,8 +735,16 @@ def reset_password(session: Session, secret: str, new_password: str) -> User:
     reset = open_reset(session, secret)
     user = get_user(session, reset.user_id)
     if not user.active:
-        raise InvalidToken(_l("This account is deactivated."))
-    user.password_hash = hash_password(check_password(new_password))
+        raise InvalidToken("This account is deactivated.")
+    check_password(new_password)
+    release(session)  # argon2 outside the transaction, and only for a link that works
+    password_hash = hash_password(new_password)
+    # Locked and checked again: a link used twice at the same moment works once.
+    locked = session.scalar(select(PasswordReset).where(PasswordReset.id == reset.id).with_for_update()
+                            .execution_options(populate_existing=True))
+    if locked is None or locked.used_at is not None:
+        raise InvalidToken("This reset link is invalid or has expired. Ask for a new one.")
+    user.password_hash = password_hash
     reset.used_at = utcnow()
     # Every other open link for this user dies with this one.
     session.execute(update(PasswordReset).where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
@@ -753,52 +825,102 @@ def list_departments(session: Session) -> list[Department]:
 
 
 def department_tree(session: Session) -> list[tuple[int, Department]]:
-    """Departments in tree order with their depth, for indented lists and selects."""
+    """Departments in tree order with their depth, for indented lists and selects.
+
+    Every department is listed once, whatever the table holds: one that cannot be reached from the top
+    (its line of parents loops, which writes through this module prevent but a restored backup or a hand
+    edit can plant) is listed at the top level after the others, so it stays visible and can be moved.
+    """
     depts = list_departments(session)
     children: dict[uuid.UUID | None, list[Department]] = {}
     for d in depts:
         children.setdefault(d.parent_id, []).append(d)
     out: list[tuple[int, Department]] = []
+    seen: set[uuid.UUID] = set()
 
-    def walk(parent: uuid.UUID | None, depth: int) -> None:
-        for d in children.get(parent, []):
-            out.append((depth, d))
-            walk(d.id, depth + 1)
+    def walk(root: Department) -> None:
+        # An explicit stack: the depth is the data's to choose, not Python's recursion limit's.
+        stack = [(0, root)]
+        while stack:
+            depth, dept = stack.pop()
+            if dept.id in seen:
+                continue
+            seen.add(dept.id)
+            out.append((depth, dept))
+            stack.extend((depth + 1, child) for child in reversed(children.get(dept.id, [])))
 
-    walk(None, 0)
+    for top in children.get(None, []):
+        walk(top)
+    for dept in depts:
+        if dept.id not in seen:
+            walk(dept)
     return out
+
+
+#: How far up a department's line of parents a check follows. Deeper chains are refused as parents, so
+#: every walk over the tree, in SQL or in Python, is bounded.
+MAX_DEPARTMENT_DEPTH = 64
+
+
+def _lock_department_tree(session: Session) -> None:
+    # One change to a tenant's tree at a time: two moves checked against the same snapshot ("A under B"
+    # and "B under A") would both pass and leave a cycle. Held until the transaction ends.
+    advisory_xact_lock(session, AdvisoryLock.DEPARTMENT_TREE, session.info["tenant"].schema)
+
+
+def _check_parent(session: Session, parent_id: uuid.UUID, moving_id: uuid.UUID | None) -> None:
+    """``parent_id`` may take a child (``moving_id``, when an existing department moves): it exists, the
+    department is not among its ancestors, and its ancestry reaches the top within the depth bound.
+
+    Asked of the database (a recursive query with a cycle guard and a depth bound) under the tree lock,
+    so it reads the committed tree as it is now, not the snapshot a request started with.
+    """
+    d, step = Department.__table__.alias("d"), Department.__table__.alias("step")
+    up = (select(d.c.id, d.c.parent_id, literal(1).label("depth"), pg_array([d.c.id]).label("seen"))
+          .where(d.c.id == parent_id).cte("up", recursive=True))
+    up = up.union_all(
+        select(step.c.id, step.c.parent_id, up.c.depth + 1, up.c.seen.op("||")(step.c.id))
+        .where(step.c.id == up.c.parent_id, up.c.depth < MAX_DEPARTMENT_DEPTH, step.c.id != any_(up.c.seen)))
+    found, loops, rooted = session.execute(select(
+        func.count(), func.coalesce(func.bool_or(up.c.id == moving_id), False),
+        func.coalesce(func.bool_or(up.c.parent_id.is_(None)), False))).one()
+    if not found:
+        raise ValidationFailed("No such department.", field_errors={"department_id": ["Unknown department."]})
+    if loops:
+        raise ValidationFailed("A department cannot be moved under itself.",
+                               field_errors={"parent_id": ["Would create a cycle."]})
+    if not rooted:
+        msg = (f"The chosen parent is not reachable from the top level within {MAX_DEPARTMENT_DEPTH} levels; "
+               f"move it to the top level first.")
+        raise ValidationFailed(msg, field_errors={"parent_id": ["Not reachable from the top level."]})
 
 
 def save_department(session: Session, actor: Actor, *, name: str, parent_id: uuid.UUID | None,
                     department_id: uuid.UUID | None = None) -> Department:
     require(actor, perms.DEPARTMENTS_MANAGE)
     name = clean_name(name)
+    _lock_department_tree(session)
+    dept: Department | None = None
+    if department_id is not None:
+        # Read again under the lock: a copy loaded earlier in this request may predate a move just committed.
+        dept = session.get(Department, department_id, populate_existing=True)
+        if dept is None:
+            raise NotFound("No such department.")
     if parent_id is not None:
-        get_department(session, parent_id)
+        _check_parent(session, parent_id, department_id)
     else:
         # (parent_id, name) is unique, but PostgreSQL treats NULLs as distinct: the top level is checked here.
         stmt = select(Department.id).where(Department.parent_id.is_(None), Department.name == name)
         if department_id is not None:
             stmt = stmt.where(Department.id != department_id)
         if session.scalar(stmt.limit(1)) is not None:
-            raise Conflict(_l("A department named '%(name)s' already exists there.", name=name),
-                           field_errors={"name": [_l("Already exists at this level.")]})
-    dept: Department | None
-    if department_id is None:
+            msg = f"A department named '{name}' already exists there."
+            raise Conflict(msg, field_errors={"name": ["Already exists at this level."]})
+    if dept is None:
         dept = Department(name=name, parent_id=parent_id, created_by=_uid(actor), updated_by=_uid(actor))
         session.add(dept)
         action, before = "department.created", None
     else:
-        dept = session.get(Department, department_id)
-        if dept is None:
-            raise NotFound(_l("No such department."))
-        # Moving a department under itself or its own descendant would cut the tree loose.
-        cursor = parent_id
-        while cursor is not None:
-            if cursor == dept.id:
-                raise ValidationFailed(_l("A department cannot be moved under itself."),
-                                       field_errors={"parent_id": [_l("Would create a cycle.")]})
-            cursor = session.get(Department, cursor).parent_id  # type: ignore[union-attr]
         before = snapshot(dept, ("name", "parent_id"))
         dept.name, dept.parent_id, dept.updated_by = name, parent_id, _uid(actor)
         action = "department.updated"
@@ -814,7 +936,8 @@ def save_department(session: Session, actor: Actor, *, name: str, parent_id: uui
 
 def delete_department(session: Session, actor: Actor, department_id: uuid.UUID) -> None:
     require(actor, perms.DEPARTMENTS_MANAGE)
-    dept = session.get(Department, department_id)
+    _lock_department_tree(session)
+    dept = session.get(Department, department_id, populate_existing=True)
     if dept is None:
         raise NotFound(_l("No such department."))
     if session.scalar(select(func.count()).select_from(Department).where(Department.parent_id == dept.id)):

@@ -47,11 +47,18 @@ def tenant_unit(tenant_id: str | uuid.UUID) -> Iterator[tuple[CourtyardSession, 
 def deliver_mail(tenant_id: str, to: str, subject: str, text: str) -> str | None:
     """Send one message for a tenant; retried with backoff when the mail server is unreachable."""
     try:
-        with tenant_unit(tenant_id):
-            return str(task_runtime().mailer.send(Mail(to=to, subject=subject, text=text)))
+        # The check reads and ends its transaction before the mail server is contacted: a transaction
+        # held open across SMTP would keep its snapshot and connection for as long as the server takes.
+        with tenant_unit(tenant_id) as (_session, tenant):
+            slug = tenant.slug
     except TenantGone:
         log.info("mail dropped: tenant no longer active")
         return None
+    token = tenant_var.set(slug)
+    try:
+        return str(task_runtime().mailer.send(Mail(to=to, subject=subject, text=text)))
+    finally:
+        tenant_var.reset(token)
 
 
 def send_mail(session: Session, tenant: BoundTenant, mail: Mail) -> None:
@@ -60,13 +67,29 @@ def send_mail(session: Session, tenant: BoundTenant, mail: Mail) -> None:
                       tenant_id=tenant.id)
 
 
+PURGE_BATCH = 1000
+# Each side of the UNION walks its own index (0004) and stops at the batch size: a batch costs the same
+# whatever the table's size, and its short transaction holds its row locks only briefly.
+_PURGE_SQL = """
+    DELETE FROM shared.oauth_tokens WHERE id IN (
+        (SELECT id FROM shared.oauth_tokens WHERE expires_at < now() - interval '1 day' LIMIT :batch)
+        UNION
+        (SELECT id FROM shared.oauth_tokens WHERE revoked_at < now() - interval '1 day'
+             AND revoked_at IS NOT NULL LIMIT :batch))"""
+
+
 @shared_task(name="tenants.purge_expired_tokens")
-def purge_expired_tokens() -> int:
-    """Drop access tokens that expired or were revoked more than a day ago (control plane only)."""
+def purge_expired_tokens(batch: int = PURGE_BATCH, max_batches: int = 500) -> int:
+    """Drop access tokens that expired or were revoked more than a day ago (control plane only), in
+    batches of ``batch`` rows, each in its own transaction, until none is left (or ``max_batches``:
+    the next hourly run carries on)."""
     from sqlalchemy import text
 
-    with task_runtime().db.transaction() as session:
-        result = session.execute(text(
-            "DELETE FROM shared.oauth_tokens WHERE expires_at < now() - interval '1 day' "
-            "OR revoked_at < now() - interval '1 day'"))
-        return int(result.rowcount)
+    total = 0
+    for _ in range(max_batches):
+        with task_runtime().db.transaction() as session:
+            deleted = int(session.execute(text(_PURGE_SQL), {"batch": batch}).rowcount)
+        total += deleted
+        if deleted == 0:
+            break
+    return total

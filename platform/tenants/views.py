@@ -192,6 +192,8 @@ def sign_in_page() -> Any:
     if user is None:
         return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
                                error=_("Wrong e-mail or password.")), 401
+    # The sign-in is recorded (committed) before Redis is called: no transaction waits on it.
+    db_session().commit()
     rt.limiter.reset(keys[0])
     sign_in(user, tenant)
     return redirect(_safe_next(request.form.get("next")))
@@ -292,13 +294,29 @@ def accept(token: str) -> Any:
 @staff.get("/admin/users")
 @permission_required(perms.USERS_READ)
 def users() -> str:
-    return render_template("staff/users.html", **_users_page(query=request.args.get("q")), form={}, field_errors={})
+    return render_template("staff/users.html", **_users_page(query=request.args.get("q"), page=_page_number()),
+                           form={}, field_errors={})
 
 
-def _users_page(query: str | None = None) -> dict[str, Any]:
+USERS_PER_PAGE = 50
+
+
+def _page_number() -> int:
+    raw = request.args.get("page", "1")
+    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 6 and int(raw) >= 1):
+        raise DomainError("The page number must be a whole number from 1.", field_errors={"page": ["Invalid page."]})
+    return int(raw)
+
+
+def _users_page(query: str | None = None, page: int = 1) -> dict[str, Any]:
     session_db = db_session()
     can_manage = _actor().can(perms.USERS_MANAGE)
-    return {"users": services.list_users(session_db, _actor(), query=query), "roles": services.list_roles(session_db),
+    query = (query or "").strip()[:100] or None
+    total = services.count_users(session_db, _actor(), query=query)
+    users = services.list_users(session_db, _actor(), query=query, limit=USERS_PER_PAGE,
+                                offset=(page - 1) * USERS_PER_PAGE)
+    pager = {"page": page, "pages": max(1, -(-total // USERS_PER_PAGE)), "total": total, "query": query or ""}
+    return {"users": users, "pager": pager, "roles": services.list_roles(session_db),
             "departments": services.department_tree(session_db), "seats": services.seats_used(session_db),
             "can_manage": can_manage,
             "invitations": services.pending_invitations(session_db, _actor()) if can_manage else []}
