@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from sqlalchemy import (
@@ -36,6 +35,7 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import TableClause
 
 from core.errors import TenantNotBound
+from core.settings import DbTimeouts
 from core.tenancy import PLACEHOLDER_SCHEMA, SHARED_SCHEMA, BoundTenant
 
 NAMING_CONVENTION = {
@@ -149,26 +149,6 @@ class TenantRecord:
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805 - SQLAlchemy passes the class
         return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class DbTimeouts:
-    """Server-side limits every connection of a process starts with, in milliseconds (0: none).
-
-    ``statement_ms`` cancels a statement that runs longer; ``lock_ms`` gives up a lock wait (a request
-    must not queue behind a migration's ``ALTER TABLE``, nor one behind a long export); ``idle_in_transaction_ms``
-    ends a session whose transaction sits idle that long (a process stuck between statements must not
-    hold its locks and snapshot forever).
-    """
-
-    statement_ms: int = 15_000
-    lock_ms: int = 5_000
-    idle_in_transaction_ms: int = 60_000
-
-    def options(self) -> str:
-        """The libpq ``options`` startup parameter that sets them, so no round trip is spent per checkout."""
-        return (f"-c statement_timeout={self.statement_ms} -c lock_timeout={self.lock_ms} "
-                f"-c idle_in_transaction_session_timeout={self.idle_in_transaction_ms}")
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False,

@@ -10,11 +10,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from core.db import DbTimeouts
 from core.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True, slots=True)
+class DbTimeouts:
+    """Server-side limits every connection of a process starts with, in milliseconds (0: none).
+
+    ``statement_ms`` cancels a statement that runs longer; ``lock_ms`` gives up a lock wait (a request
+    must not queue behind a migration's ``ALTER TABLE``, nor one behind a long export); ``idle_in_transaction_ms``
+    ends a session whose transaction sits idle that long (a process stuck between statements must not
+    hold its locks and snapshot forever).
+    """
+
+    statement_ms: int = 15_000
+    lock_ms: int = 5_000
+    idle_in_transaction_ms: int = 60_000
+
+    def options(self) -> str:
+        """The libpq ``options`` startup parameter that sets them, so no round trip is spent per checkout."""
+        return (f"-c statement_timeout={self.statement_ms} -c lock_timeout={self.lock_ms} "
+                f"-c idle_in_transaction_session_timeout={self.idle_in_transaction_ms}")
 
 
 def _bool(name: str, raw: str) -> bool:
