@@ -120,6 +120,18 @@ def requested_slug(req: WzRequest, settings: Settings) -> str | None:
     return settings.single_tenant
 
 
+def _prefix_on_tenant_host(req: WzRequest, settings: Settings) -> bool:
+    """A ``/t/<slug>/`` path reached through a tenant's own host (``acme.<domain>/t/globex/``).
+
+    The prefix form belongs to the bare domain. On a tenant's host it would serve another tenant under
+    this one's name (and its cookies' scope), so every such path answers 404, whatever the slug. In
+    single-tenant mode every host is the tenant's own.
+    """
+    if not req.environ.get(PATH_PREFIX_KEY):
+        return False
+    return bool(settings.single_tenant) or slug_from_host(req.host, settings.base_domain) is not None
+
+
 def db_session() -> CourtyardSession:
     """The request's one session, opened on first use and committed at the request boundary."""
     if "db" not in g:
@@ -140,6 +152,8 @@ def resolve_tenant() -> None:
     g.actor = None
     g.user = None
     tenant_var.set(None)
+    if _prefix_on_tenant_host(request, rt.settings):
+        raise NotFound("Not found.")
     if request.endpoint in TENANTLESS_ENDPOINTS:
         return
     slug = requested_slug(request, rt.settings)

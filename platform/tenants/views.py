@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -26,7 +25,7 @@ from core.errors import DomainError, TooManyRequests
 from core.i18n import LOCALE_NAMES, translate
 from core.mail import Mail
 from core.permissions import Actor, catalog
-from core.tenancy import BoundTenant
+from core.tenancy import BoundTenant, local_path
 from tenants import permissions as perms
 from tenants import services
 from tenants.context import (
@@ -71,10 +70,9 @@ def _client_ip() -> str:
 
 
 def _safe_next(target: str | None, fallback: str = "staff.home") -> str:
-    """Only same-site relative paths: an open redirect would make our sign-in page a phishing tool."""
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
-        return request.script_root + target if not target.startswith(request.script_root + "/") else target
-    return url_for(fallback)
+    """Only paths of this site and tenant: an open redirect would make our sign-in page a phishing tool,
+    and a path into another tenant would show that tenant's pages under this one's name."""
+    return local_path(target, request.script_root) or url_for(fallback)
 
 
 def _form_error(template: str, exc: DomainError, status: int | None = None, **ctx: Any) -> tuple[str, int]:

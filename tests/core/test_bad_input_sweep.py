@@ -83,6 +83,9 @@ from tests.probes import (
 
 #: Not swept: Flask's own static files.
 NOT_SWEPT = frozenset({"static"})
+#: The ``/t/<slug>/`` prefixes every route is tried under on acme's own host: its own, and one that does
+#: not exist here (tests/tenants/test_isolation.py tries another tenant's, with that tenant's credentials).
+TENANT_HOST_PREFIXES = ("acme", "globex")
 #: Served on the bare domain (the public site), by an anonymous visitor.
 PUBLIC_SITE_BLUEPRINT = "site"
 PUBLIC_HOST = {"Host": "localhost"}
@@ -218,6 +221,8 @@ class Shot:
     method: str
     headers: dict[str, str]
     kwargs: dict[str, Any]
+    #: The one status this shot must get (None: any 4xx or success will do).
+    expect: int | None = None
 
 
 #: A run of LONG's characters this long in a stored row: (part of) a 10 000-character value was kept.
@@ -345,6 +350,8 @@ class Sweep:
         text = response.get_data(as_text=True)
         if status >= 500:
             yield f"answered {status}: {text[:300]!r}"
+        if shot.expect is not None and status != shot.expect:
+            yield f"answered {status}, not {shot.expect}: {text[:200]!r}"
         if "Traceback (most recent call last)" in text:
             yield "shows a traceback"
         path = shot.path.split("?", 1)[0]
@@ -532,9 +539,21 @@ def whole_form_shots(path: str, method: str, headers: dict[str, str], form: dict
 # --------------------------------------------------------------------------- sweeping one route
 
 
+def prefix_shots(sweep: Sweep, rule: Rule, method: str, who: str) -> Iterator[Shot]:
+    """The route's valid request under ``/t/<slug>/`` on a tenant's host: always a 404 (finding 6)."""
+    probe = Probe(rule, method, area_of(rule), ("post", "own") if area_of(rule) == "oauth" else None)
+    path, headers, kwargs = sweep.base(who, probe)
+    for slug in TENANT_HOST_PREFIXES:
+        yield Shot(f"under /t/{slug}/ on acme's host", f"/t/{slug}{path}", method, {**headers, **host("acme")},
+                   kwargs, expect=404)
+
+
 def sweep_route(sweep: Sweep, rule: Rule, method: str) -> None:
     area = area_of(rule)
     public_site = rule.endpoint.split(".", 1)[0] == PUBLIC_SITE_BLUEPRINT
+    who = {"api": "token", "oauth": "client"}.get(area, "public" if public_site else "session")
+    for shot in prefix_shots(sweep, rule, method, who):
+        sweep.fire(shot)
     if area == "api":
         sweep_api(sweep, rule, method)
     elif area == "oauth":

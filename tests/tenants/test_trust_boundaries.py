@@ -1,0 +1,95 @@
+"""Where a browser may be sent after signing in (``next=``): this site and this tenant only (finding 6).
+
+After a genuine sign-in at ``localhost/t/acme/sign-in``, a ``next=`` naming ``/t/globex/…`` (or reaching it
+through ``..``, percent-encoded dots or slashes, backslashes) showed the attacker's workspace under the
+host the victim had just typed a password into.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from core.tenancy import NEXT_MAX_CHARS, local_path
+from tests.conftest import PASSWORD, _csrf_from, host
+
+#: Targets that must never be followed, whatever the site: another tenant, another host, or garbage.
+REFUSED = {
+    "another tenant": "/t/globex/home",
+    "another tenant, bare prefix": "/t/globex",
+    "dot-dot out of the prefix": "/../t/globex/home",
+    "dot-dot deep": "/admin/users/../../../t/globex/admin/users",
+    "dot-dot after our own prefix": "/t/acme/../globex/home",
+    "encoded dots": "/%2e%2e/t/globex/home",
+    "encoded dots, upper case": "/%2E%2E/t/globex/home",
+    "encoded dots and slashes": "/%2e%2e%2ft%2fglobex%2fhome",
+    "encoded t": "/%74/globex/home",
+    "double-encoded dots": "/%252e%252e/t/globex/home",
+    "backslashes": "\\t\\globex\\home",
+    "backslash dot-dot": "/home\\..\\..\\t\\globex\\home",
+    "encoded backslash": "/home%5c..%5c..%5ct%5cglobex",
+    "a similar slug": "/t/acmex/home",
+    "scheme-relative": "//evil.example/home",
+    "backslash host": "/\\evil.example/home",
+    "absolute URL": "https://evil.example/home",
+    "javascript": "javascript:alert(1)",
+    "no leading slash": "home",
+    "tab": "/\t/evil.example",
+    "line break": "/home\r\nSet-Cookie: x=y",
+    "encoded line break": "/home%0d%0aSet-Cookie:%20x=y",
+    "NUL": "/home\x00",
+    "invalid UTF-8": "/%ff%fe",
+    "too long": "/" + "a" * NEXT_MAX_CHARS,
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("label", sorted(REFUSED))
+@pytest.mark.parametrize("prefix", ["/t/acme", ""])
+def test_next_targets_outside_this_tenant_are_refused(label, prefix):
+    assert local_path(REFUSED[label], prefix) is None
+
+
+@pytest.mark.parametrize(("target", "prefix", "expected"), [
+    ("/admin/users", "/t/acme", "/t/acme/admin/users"),
+    ("/t/acme/admin/users?q=a", "/t/acme", "/t/acme/admin/users?q=a"),
+    ("/t/acme", "/t/acme", "/t/acme"),
+    ("/admin/users/../roles", "/t/acme", "/t/acme/admin/roles"),
+    ("/admin/./roles", "", "/admin/roles"),
+    ("/%61dmin/users", "", "/admin/users"),
+    ("/../../admin/users", "", "/admin/users"),
+    ("/admin/users?q=李 雷", "", "/admin/users?q=%E6%9D%8E%20%E9%9B%B7"),
+])
+def test_next_targets_inside_this_tenant_are_kept_normalised(target, prefix, expected):
+    assert local_path(target, prefix) == expected
+
+
+def _sign_in(client, prefix: str, headers: dict[str, str], target: str):
+    page = client.get(f"{prefix}/sign-in", headers=headers)
+    return client.post(f"{prefix}/sign-in", headers=headers, data={
+        "email": "admin@acme.test", "password": PASSWORD, "csrf_token": _csrf_from(page.get_data(as_text=True)),
+        "next": target})
+
+
+@pytest.mark.parametrize("label", ["another tenant", "dot-dot out of the prefix", "encoded dots and slashes",
+                                   "encoded t", "backslashes", "dot-dot after our own prefix", "scheme-relative"])
+@pytest.mark.parametrize("form", ["prefix", "host"])
+def test_a_genuine_sign_in_never_lands_in_another_workspace(app, db, tenant, other_tenant, label, form):
+    prefix, headers = ("/t/acme", {"Host": "localhost"}) if form == "prefix" else ("", host("acme"))
+    signed = _sign_in(app.test_client(), prefix, headers, REFUSED[label])
+    assert signed.status_code == 302
+    assert signed.headers["Location"] == f"{prefix}/home", label
+
+
+def test_a_genuine_next_is_followed(app, db, tenant):
+    signed = _sign_in(app.test_client(), "/t/acme", {"Host": "localhost"}, "/admin/users?q=a")
+    assert signed.status_code == 302
+    assert signed.headers["Location"] == "/t/acme/admin/users?q=a"
+
+
+def test_the_locale_switch_keeps_to_this_tenant_too(app, db, tenant, other_tenant):
+    c = app.test_client()
+    page = c.get("/t/acme/sign-in", headers={"Host": "localhost"})
+    switched = c.post("/t/acme/locale", headers={"Host": "localhost"}, data={
+        "locale": "zh", "next": "/%2e%2e/t/globex/sign-in", "csrf_token": _csrf_from(page.get_data(as_text=True))})
+    assert switched.status_code == 302
+    assert switched.headers["Location"] == "/t/acme/home"
