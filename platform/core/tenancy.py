@@ -19,7 +19,8 @@ PLACEHOLDER_SCHEMA = "tenant"
 #: The control plane: tenants, OAuth clients and tokens, fleet-migration records.
 SHARED_SCHEMA = "shared"
 
-SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
+#: Always used with ``fullmatch``: ``$`` would let a trailing line break through (``'evil\n'``).
+SLUG_RE = re.compile(r"[a-z][a-z0-9-]{1,38}[a-z0-9]")
 RESERVED_SLUGS = frozenset({
     "www", "api", "admin", "portal", "static", "app", "apps", "mail", "smtp", "imap", "ftp", "ns1", "ns2",
     "root", "support", "help", "docs", "status", "billing", "login", "signup", "oauth", "auth", "assets",
@@ -36,7 +37,7 @@ def validate_slug(slug: str, *, check_reserved: bool = True) -> str:
         message = "Use lower-case letters only."
     elif len(slug) < 3 or len(slug) > 40:
         message = "Use 3 to 40 characters."
-    elif not SLUG_RE.match(slug) or "--" in slug:
+    elif not SLUG_RE.fullmatch(slug) or "--" in slug:
         message = ("Use lower-case letters, digits and single hyphens; start with a letter and end with a "
                    "letter or digit.")
     elif check_reserved and slug in RESERVED_SLUGS:

@@ -159,7 +159,7 @@ def resolve_tenant() -> None:
     slug = requested_slug(request, rt.settings)
     if slug is None:
         return
-    if not SLUG_RE.match(slug):
+    if not SLUG_RE.fullmatch(slug):
         raise TenantNotFound("No such workspace.")
     session = db_session()
     bearer = _bearer_token()

@@ -46,7 +46,7 @@ from tenants.models import (
     User,
 )
 
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}")  # fullmatch: no trailing line break
 INVITATION_TTL = dt.timedelta(days=7)
 RESET_TTL = dt.timedelta(hours=2)
 
@@ -65,7 +65,7 @@ def require(actor: Actor, permission: str) -> None:
 
 def clean_email(email: str) -> str:
     value = (email or "").strip()
-    if not EMAIL_RE.match(value) or len(value) > 254 or text_problem(value):
+    if not EMAIL_RE.fullmatch(value) or len(value) > 254 or text_problem(value):
         msg = f"'{email}' is not a valid e-mail address."
         raise ValidationFailed(msg, field_errors={"email": ["Enter a valid e-mail address."]})
     return value.lower()

@@ -93,3 +93,56 @@ def test_the_locale_switch_keeps_to_this_tenant_too(app, db, tenant, other_tenan
         "locale": "zh", "next": "/%2e%2e/t/globex/sign-in", "csrf_token": _csrf_from(page.get_data(as_text=True))})
     assert switched.status_code == 302
     assert switched.headers["Location"] == "/t/acme/home"
+
+
+# --------------------------------------------------------------------------- API writes without credentials
+
+
+@pytest.mark.parametrize("credentials", ["none", "anonymous session", "invalid bearer"])
+def test_api_writes_without_credentials_get_401_not_a_csrf_failure(app, db, tenant, credentials):
+    """schemathesis flagged unauthenticated writes answering 400 ``csrf_failed``: a client with no
+    credentials must learn that it needs some (401, the JSON error shape), on every unsafe API route."""
+    from tests.probes import Values, cookie_header, cookie_value, fill_path, plan
+
+    headers = dict(host("acme"))
+    if credentials == "anonymous session":
+        page = app.test_client(use_cookies=False).get("/sign-in", headers=headers)
+        headers |= cookie_header(cookie_value(page, "courtyard_session") or "")
+        headers["X-CSRF-Token"] = _csrf_from(page.get_data(as_text=True))
+    elif credentials == "invalid bearer":
+        headers["Authorization"] = "Bearer not-a-token"
+    probes, _ = plan(app)
+    writes = [p for p in probes if p.area == "api" and p.method not in ("GET", "HEAD", "OPTIONS")
+              and p.variant is None]
+    assert len(writes) >= 5
+    for probe in writes:
+        response = app.test_client(use_cookies=False).open(
+            fill_path(probe.rule, Values.unknown()), method=probe.method, headers=headers, json={"name": "x"})
+        assert response.status_code == 401, f"{probe}: {response.status_code} {response.get_data(as_text=True)}"
+        body = response.get_json()
+        assert set(body) == {"status", "code", "message"}, body
+        assert body["status"] == 401
+        assert body["code"] in ("not_authenticated", "invalid_token")
+
+
+# --------------------------------------------------------------------------- regex validators
+
+
+def test_validators_refuse_a_trailing_line_break():
+    """``$`` matches before a final line break: ``validate_slug('evil\\n')`` passed."""
+    from core.errors import ValidationFailed
+    from core.tenancy import SLUG_RE, validate_slug
+    from tenants.services import EMAIL_RE, clean_email
+
+    assert validate_slug("evil") == "evil"
+    for bad in ("evil\n", "evil\r\n", "\nevil"):
+        with pytest.raises(ValidationFailed):
+            validate_slug(bad)
+        assert not SLUG_RE.fullmatch(bad)
+    assert not EMAIL_RE.fullmatch("a@b.example\n")
+    with pytest.raises(ValidationFailed):
+        clean_email("a@b.example\nBcc: victim@c.example")
+
+
+def test_a_slug_with_a_line_break_is_no_workspace(app, db, tenant):
+    assert app.test_client().get("/t/acme%0A/sign-in").status_code == 404
