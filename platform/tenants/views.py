@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import wraps
 from typing import Any
 
 from flask import (
@@ -13,6 +14,7 @@ from flask import (
     flash,
     g,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -73,6 +75,19 @@ def _safe_next(target: str | None, fallback: str = "staff.home") -> str:
     """Only paths of this site and tenant: an open redirect would make our sign-in page a phishing tool,
     and a path into another tenant would show that tenant's pages under this one's name."""
     return local_path(target, request.script_root) or url_for(fallback)
+
+
+def no_store(view: Any) -> Any:
+    """For pages that show a secret (a client secret) or carry one in their URL and form (reset and
+    invitation links): no browser or proxy cache keeps a copy, and Back does not bring it back."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        response = make_response(view(*args, **kwargs))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return wrapper
 
 
 def _form_error(template: str, exc: DomainError, status: int | None = None, **ctx: Any) -> tuple[str, int]:
@@ -248,6 +263,7 @@ def forgot() -> Any:
 
 
 @staff.route("/reset/<token>", methods=["GET", "POST"])
+@no_store
 def reset(token: str) -> Any:
     tenant = current_tenant()
     if request.method == "GET":
@@ -270,6 +286,7 @@ def reset(token: str) -> Any:
 
 
 @staff.route("/invitation/<token>", methods=["GET", "POST"])
+@no_store
 def accept(token: str) -> Any:
     tenant = current_tenant()
     try:
@@ -417,6 +434,7 @@ def _required_uuid(value: str | None) -> uuid.UUID:
 
 
 @staff.route("/admin/clients", methods=["GET", "POST"])
+@no_store
 @permission_required(perms.CLIENTS_MANAGE)
 def clients() -> Any:
     tenant = current_tenant()

@@ -146,3 +146,69 @@ def test_validators_refuse_a_trailing_line_break():
 
 def test_a_slug_with_a_line_break_is_no_workspace(app, db, tenant):
     assert app.test_client().get("/t/acme%0A/sign-in").status_code == 404
+
+
+# --------------------------------------------------------------------------- secrets are not cached
+
+
+def test_pages_and_answers_holding_a_secret_are_never_cached(app, client, db, tenant):
+    """A client secret shown once, or a reset / invitation token in the URL and form, must not be kept
+    by the browser's cache or a proxy (``Cache-Control: no-store``)."""
+    from tenants import services
+    from tests.conftest import sign_in
+    from tests.tenants.test_api import bearer, token
+    from tests.tenants.test_views import post
+
+    assert sign_in(client, "acme").status_code == 302
+    created = post(client, "/admin/clients", {"name": "Reporting", "scopes": ["users.read"]})
+    assert created.status_code == 200
+    assert "cy_" in created.get_data(as_text=True)
+    assert created.headers["Cache-Control"] == "no-store"
+    assert client.get("/admin/clients", headers=host("acme")).headers["Cache-Control"] == "no-store"
+    seen = []
+    with db.transaction(tenant) as s:
+        reset = services.request_password_reset(s, "admin@acme.test")
+        assert reset is not None
+        _invitation, invite = services.invite(s, services.actor_for(reset[0]), email="new@acme.test",
+                                              role="sales", name="New")
+    for path in (f"/reset/{reset[1].secret}", f"/invitation/{invite.secret}"):
+        response = app.test_client().get(path, headers=host("acme"))
+        assert response.status_code == 200, path
+        seen.append((path.split("/")[1], response.headers.get("Cache-Control")))
+    assert seen == [("reset", "no-store"), ("invitation", "no-store")]
+    admin = token(app.test_client(), db, tenant)
+    made = app.test_client().post("/api/v1/clients", headers=bearer(admin),
+                                  json={"name": "Reporting 2", "scopes": ["users.read"]})
+    assert made.status_code == 201
+    assert made.get_json()["client_secret"]
+    assert made.headers["Cache-Control"] == "no-store"
+    # The token endpoint already says so (Authlib, RFC 6749 §5.1): checked so that it stays so.
+    from tests.tenants.test_api import new_client, request_token
+
+    client_id, secret = new_client(db, tenant, ["users.read"])
+    issued = request_token(app.test_client(), "acme", client_id, secret)
+    assert issued.status_code == 200
+    assert "no-store" in issued.headers["Cache-Control"]
+
+
+# --------------------------------------------------------------------------- OAuth error text
+
+
+@pytest.mark.parametrize("style", ["basic", "post"])
+@pytest.mark.parametrize("who", ["wrong secret", "unknown client"])
+def test_a_bad_client_secret_gets_a_plain_sentence_not_a_python_tuple(app, db, tenant, style, who):
+    from tenants.oauth import BAD_CLIENT
+    from tests.tenants.test_api import new_client, request_token
+
+    client_id, secret = new_client(db, tenant, ["users.read"])
+    if who == "unknown client":
+        client_id = "cy_nobody"
+    response = request_token(app.test_client(), "acme", client_id, secret + "x", style=style)
+    # RFC 6749 §5.2: 401 when the client tried Basic authentication.
+    assert response.status_code in ((401,) if style == "basic" else (400, 401))
+    body = response.get_json()
+    assert body == {"error": "invalid_client", "error_description": BAD_CLIENT}
+    assert "(" not in response.headers.get("WWW-Authenticate", "")
+    revoke = app.test_client().post("/oauth/revoke", headers=host("acme"), data={
+        "token": "x", "client_id": client_id, "client_secret": secret + "x"})
+    assert revoke.get_json()["error_description"] == BAD_CLIENT
