@@ -288,6 +288,7 @@ def demo() -> None:
 @click.option("--port", type=int, default=None, help="Web port (default $COURTYARD_PORT or 8000).")
 def up(port: int | None) -> None:
     """Everything `make run` needs: servers, migrations, demo data, web, worker and beat. Ctrl-C stops all."""
+    from courtyard.runtime import WEB_READY_TIMEOUT_S, wait_until_answering
     from tenants import migrator
 
     configure_logging(json_lines=False)
@@ -306,18 +307,6 @@ def up(port: int | None) -> None:
         subprocess.Popen([sys.executable, "-m", "courtyard.cli", "worker"], env=env),
         subprocess.Popen([sys.executable, "-m", "courtyard.cli", "beat"], env=env),
     ]
-    base = settings.base_domain
-    click.echo(f"""
-Courtyard is running.
-  Public site and sign-up:  http://{base}:{port}/
-  Demo workspaces:          http://acme.{base}:{port}/   or  http://{base}:{port}/t/acme/
-                            http://globex.{base}:{port}/ or  http://{base}:{port}/t/globex/
-  Demo logins:              admin@acme.test / {DEMO_PASSWORD}
-                            admin@globex.test / {DEMO_PASSWORD}
-  API docs:                 http://acme.{base}:{port}/api/v1/docs
-  Mail without SMTP:        {settings.outbox_dir}/
-Press Ctrl-C to stop.
-""")
     stopping = False
 
     def stop(*_: Any) -> None:
@@ -327,22 +316,51 @@ Press Ctrl-C to stop.
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
+        # "running" only once the web server answers: a started gunicorn is still importing the app.
+        web = procs[0]
+        click.echo("Starting the web server…")
+        if not wait_until_answering(f"http://127.0.0.1:{port}/healthz",
+                                    alive=lambda: web.poll() is None and not stopping):
+            if not stopping:
+                click.echo(f"The web server did not answer on port {port} within {WEB_READY_TIMEOUT_S:.0f} s "
+                           "(see its output above); stopping.", err=True)
+                sys.exit(1)
+            return
+        click.echo(_running_banner(settings, port))
         while not stopping:
             if any(p.poll() is not None for p in procs):
                 click.echo("A process exited; stopping the others.", err=True)
                 break
             time.sleep(0.5)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
         click.echo("Stopped.")
+
+
+def _running_banner(settings: Settings, port: int) -> str:
+    base = settings.base_domain
+    return f"""
+Courtyard is running.
+  Public site and sign-up:  http://{base}:{port}/
+  Demo workspaces:          http://acme.{base}:{port}/   or  http://{base}:{port}/t/acme/
+                            http://globex.{base}:{port}/ or  http://{base}:{port}/t/globex/
+  Demo logins:              admin@acme.test / {DEMO_PASSWORD}
+                            admin@globex.test / {DEMO_PASSWORD}
+  API docs:                 http://acme.{base}:{port}/api/v1/docs
+  Mail without SMTP:        {settings.outbox_dir}/
+Press Ctrl-C to stop."""
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def run() -> None:
