@@ -308,8 +308,8 @@ def api_actor() -> Actor:
             raise NotAuthenticated("The access token is invalid, expired or revoked.", code="invalid_token")
         if info.tenant_id != tenant.id:
             raise NotFound("Not found.")
-        g.actor = Actor(id=None, label=f"client:{info.client_id}", permissions=info.scopes, kind="client",
-                        request_id=g.get("request_id"), ip=request.remote_addr)
+        g.actor = Actor(id=None, label=f"{services.CLIENT_ACTOR_PREFIX}{info.client_id}", permissions=info.scopes,
+                        kind="client", request_id=g.get("request_id"), ip=request.remote_addr)
         return cast(Actor, g.actor)
     actor = current_actor()
     if actor is None:

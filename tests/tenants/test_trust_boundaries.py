@@ -212,3 +212,66 @@ def test_a_bad_client_secret_gets_a_plain_sentence_not_a_python_tuple(app, db, t
     revoke = app.test_client().post("/oauth/revoke", headers=host("acme"), data={
         "token": "x", "client_id": client_id, "client_secret": secret + "x"})
     assert revoke.get_json()["error_description"] == BAD_CLIENT
+
+
+# --------------------------------------------------------------------------- API clients die with their creator
+
+
+def test_a_client_does_not_outlive_the_admin_who_made_it_nor_the_client_that_made_it(app, db, tenant):
+    """An API client outlived the admin who made it, and a client holding ``clients.manage`` could mint
+    clients that outlived its own revocation. Now: deactivating a user revokes the clients they made,
+    revoking a client revokes the clients it made, however deep, with every token of theirs."""
+    from sqlalchemy import select
+
+    from core.permissions import Actor, all_names
+    from tenants import services
+    from tenants.models import OAuthClient
+    from tests.tenants.test_api import bearer
+
+    everything = sorted(all_names())
+    with db.transaction(tenant) as s:
+        boss = services.find_user_by_email(s, "admin@acme.test")
+        other = services.create_user(s, services.actor_for(boss), email="second@acme.test", name="Second",
+                                     role="admin", password=PASSWORD)
+        made_by_other = services.create_client(s, services.actor_for(other), tenant, name="Other's",
+                                               scopes=everything)
+        by_cli = services.create_client(s, Actor.system("cli"), tenant, name="From the CLI", scopes=everything)
+        parent_token, _ = services.issue_token(s, made_by_other.client, everything, 3600)
+        cli_token, _ = services.issue_token(s, by_cli.client, everything, 3600)
+        other_id = other.id
+    c = app.test_client()
+    # Client → client → client, through the API.
+    child = c.post("/api/v1/clients", headers=bearer(parent_token), json={"name": "Child", "scopes": everything})
+    assert child.status_code == 201, child.get_data(as_text=True)
+    child_token = c.post("/oauth/token", headers=host("acme"), data={
+        "grant_type": "client_credentials", "client_id": child.get_json()["client_id"],
+        "client_secret": child.get_json()["client_secret"]}).get_json()["access_token"]
+    grandchild = c.post("/api/v1/clients", headers=bearer(child_token),
+                        json={"name": "Grandchild", "scopes": ["users.read"]})
+    assert grandchild.status_code == 201
+    grandchild_token = c.post("/oauth/token", headers=host("acme"), data={
+        "grant_type": "client_credentials", "client_id": grandchild.get_json()["client_id"],
+        "client_secret": grandchild.get_json()["client_secret"]}).get_json()["access_token"]
+    for tok in (parent_token, child_token, grandchild_token, cli_token):
+        assert c.get("/api/v1/me", headers=bearer(tok)).status_code == 200
+
+    # The client in the middle is revoked: its descendants go with it, its parent stays.
+    revoked = c.delete(f"/api/v1/clients/{child.get_json()['client_id']}", headers=bearer(parent_token))
+    assert revoked.status_code == 204
+    assert c.get("/api/v1/me", headers=bearer(child_token)).status_code == 401
+    assert c.get("/api/v1/me", headers=bearer(grandchild_token)).status_code == 401, "the grandchild outlived it"
+    assert c.get("/api/v1/me", headers=bearer(parent_token)).status_code == 200
+
+    # The admin who made the parent is deactivated: the parent goes too; the CLI's client stays.
+    with db.transaction(tenant) as s:
+        services.set_active(s, services.actor_for(services.find_user_by_email(s, "admin@acme.test")), other_id,
+                            False)
+    assert c.get("/api/v1/me", headers=bearer(parent_token)).status_code == 401, "the client outlived its admin"
+    assert c.get("/api/v1/me", headers=bearer(cli_token)).status_code == 200
+    with db.transaction(tenant) as s:
+        rows = {r.name: r for r in s.scalars(select(OAuthClient).where(OAuthClient.tenant_id == tenant.id))}
+        assert rows["Child"].created_by_client == rows["Other's"].id
+        assert rows["Grandchild"].created_by_client == rows["Child"].id
+        assert rows["Other's"].created_by == other_id
+        assert all(rows[n].revoked_at is not None for n in ("Other's", "Child", "Grandchild"))
+        assert rows["From the CLI"].revoked_at is None

@@ -1,4 +1,4 @@
-"""Outbox retries: attempts and backoff per row, and a dead-letter table for rows that keep failing.
+"""Outbox retries (attempts and backoff per row, a dead-letter table), and which client made a client.
 
 Revision ID: 0003
 Revises: 0002
@@ -41,9 +41,14 @@ def upgrade():
         comment="Outbox tasks that could not be handed to the broker; `courtyard outbox`.",
     )
     op.create_index("ix_task_dead_letters_died_at", "task_dead_letters", ["died_at"], schema=S)
+    # A client made through the API by another client is revoked with it.
+    op.add_column("oauth_clients", sa.Column("created_by_client", sa.Uuid()), schema=S)
+    op.create_index("ix_oauth_clients_created_by_client", "oauth_clients", ["created_by_client"], schema=S)
 
 
 def downgrade():
+    op.drop_index("ix_oauth_clients_created_by_client", "oauth_clients", schema=S)
+    op.drop_column("oauth_clients", "created_by_client", schema=S)
     # Dead letters go back into the outbox rather than being lost with their table.
     op.execute(f"INSERT INTO {S}.task_outbox (id, task, args, tenant_id, created_at) "
                f"SELECT id, task, args, tenant_id, created_at FROM {S}.task_dead_letters")
