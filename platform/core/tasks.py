@@ -9,6 +9,12 @@ beat task :func:`relay_outbox` hands them over within a minute. Delivery is ther
 once*: a task must tolerate running twice (the rare case of a process dying after the broker took
 the message but before the row was deleted).
 
+A row that cannot be handed over for a reason of its own (sealed under a secret key since replaced,
+arguments its task no longer takes) is not retried at every run: each failure counts an attempt and
+pushes its next attempt back (exponential backoff), so the rows behind it still go; after
+:data:`MAX_ATTEMPTS` it moves to ``shared.task_dead_letters``, where an operator inspects, retries or
+drops it (``courtyard outbox``). A broker outage is nobody's row's fault and counts no attempt.
+
 A task that touches tenant data takes ``tenant_id`` as its first argument and binds it itself; the
 tenant may have been suspended since the task was queued.
 """
@@ -26,7 +32,7 @@ from typing import Any
 from celery import Celery, current_app, shared_task
 from cryptography.fernet import Fernet, InvalidToken
 from kombu.exceptions import OperationalError as BrokerUnavailable
-from sqlalchemy import DateTime, Index, String, delete, event, func, select
+from sqlalchemy import DateTime, Index, Integer, String, delete, event, func, insert, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -38,13 +44,20 @@ log = logging.getLogger(__name__)
 RELAY_AFTER_S = 30
 SEALED = "fernet:v1"  # first element of a sealed row's args
 RELAY_BATCH = 500
+#: Failed hand-overs of one row before it becomes a dead letter.
+MAX_ATTEMPTS = 8
+#: The wait after the first failure; it doubles with each further one, up to BACKOFF_MAX_S.
+BACKOFF_BASE_S = 60
+BACKOFF_MAX_S = 6 * 3600
+#: The stored reason of a failure is cut to this (it is an exception's text: unbounded).
+ERROR_CHARS = 500
 
 
 class OutboxTask(SharedBase):
     """A task queued by committed work and not yet handed to the broker."""
 
     __tablename__ = "task_outbox"
-    __table_args__ = (Index("ix_task_outbox_created_at", "created_at"),
+    __table_args__ = (Index("ix_task_outbox_next_attempt_at", "next_attempt_at"),
                       {"comment": "Tasks queued by committed work, deleted once the broker has them."})
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
@@ -53,6 +66,28 @@ class OutboxTask(SharedBase):
     # Refers to shared.tenants by id without a foreign key: the row must not hold up a tenant's deletion.
     tenant_id: Mapped[uuid.UUID | None]
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: Failed hand-overs so far (a broker outage counts none).
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: When the relay may take the row (again): its creation, then pushed back after each failure.
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_error: Mapped[str | None] = mapped_column(String(ERROR_CHARS))
+
+
+class DeadTask(SharedBase):
+    """An outbox row that failed :data:`MAX_ATTEMPTS` hand-overs, kept for an operator to decide."""
+
+    __tablename__ = "task_dead_letters"
+    __table_args__ = (Index("ix_task_dead_letters_died_at", "died_at"),
+                      {"comment": "Outbox tasks that could not be handed to the broker; `courtyard outbox`."})
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)  # the outbox row's own id
+    task: Mapped[str] = mapped_column(String(200))
+    args: Mapped[list[Any]] = mapped_column(JSONB)  # still sealed
+    tenant_id: Mapped[uuid.UUID | None]
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(ERROR_CHARS))
+    died_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 def _box(secret_key: str) -> Fernet:
@@ -89,9 +124,11 @@ def _hand_over(session: Session, rows: list[OutboxTask], app: Celery) -> int:
     """Give ``rows`` (locked by the caller) to the broker and delete them; returns how many went.
 
     Whatever happens to one row, the rows the broker took are deleted: a failure must never roll back
-    the record of what was already sent (each retry would send those again).
+    the record of what was already sent (each retry would send those again). A row that fails for a
+    reason of its own is put back with its next attempt later (:func:`_failed`).
     """
     sent: list[uuid.UUID] = []
+    failed: list[tuple[OutboxTask, str]] = []
     eager = bool(app.conf.task_always_eager)
     secret_key = task_runtime().settings.secret_key
     try:
@@ -100,8 +137,10 @@ def _hand_over(session: Session, rows: list[OutboxTask], app: Celery) -> int:
             try:
                 args = unseal(row.args, secret_key)
             except InvalidToken:
-                # Sealed under a secret key that has since changed: it stays, logged at every run.
+                # Sealed under a secret key that has since changed: no retry will open it, unless the
+                # old key comes back; it goes the way of every failing row, to the dead letters.
                 log.error("task %s (outbox row %s) was sealed with another secret key", row.task, row.id)
+                failed.append((row, "sealed with another secret key"))
                 continue
             try:
                 if registered is not None:
@@ -117,15 +156,39 @@ def _hand_over(session: Session, rows: list[OutboxTask], app: Celery) -> int:
                 if isinstance(exc, BrokerUnavailable | ConnectionError):
                     log.warning("broker unavailable, %d task(s) left for the relay: %s", len(rows) - len(sent), exc)
                     break
-                # This row only (arguments a changed task no longer takes, say): it stays, logged each
-                # time, and the rows after it still go.
+                # This row only (arguments a changed task no longer takes, say): it is retried later,
+                # and the rows after it still go.
                 log.exception("task %s (outbox row %s) could not be handed over", row.task, row.id)
+                failed.append((row, f"{type(exc).__name__}: {exc}"))
                 continue
             sent.append(row.id)
     finally:
         if sent:
             session.execute(delete(OutboxTask).where(OutboxTask.id.in_(sent)))
+        for row, reason in failed:
+            _failed(session, row, reason)
     return len(sent)
+
+
+def backoff_s(attempts: int) -> int:
+    """The wait before the next attempt of a row that has failed ``attempts`` times (≥ 1)."""
+    return int(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(attempts - 1, 30)))
+
+
+def _failed(session: Session, row: OutboxTask, reason: str) -> None:
+    """Count a failed hand-over: the row waits longer each time, and after MAX_ATTEMPTS it is dead."""
+    row.attempts += 1
+    row.last_error = reason[:ERROR_CHARS]
+    if row.attempts >= MAX_ATTEMPTS:
+        log.error("task %s (outbox row %s) failed %d times and is now a dead letter: %s", row.task, row.id,
+                  row.attempts, row.last_error)
+        session.add(DeadTask(id=row.id, task=row.task, args=row.args, tenant_id=row.tenant_id,
+                             created_at=row.created_at, attempts=row.attempts, last_error=row.last_error))
+        session.delete(row)
+        return
+    # The database's clock, as the relay's query compares with it.
+    row.next_attempt_at = func.clock_timestamp() + func.make_interval(
+        0, 0, 0, 0, 0, 0, backoff_s(row.attempts))
 
 
 def publish(database: Any, ids: list[uuid.UUID], app: Celery | None = None) -> int:
@@ -139,14 +202,81 @@ def publish(database: Any, ids: list[uuid.UUID], app: Celery | None = None) -> i
 
 def relay(database: Any, *, older_than_s: float = RELAY_AFTER_S, batch: int = RELAY_BATCH,
           app: Celery | None = None) -> int:
-    """Hand over rows left behind (a crash or a broker outage after their commit), oldest first."""
+    """Hand over rows left behind (a crash or a broker outage after their commit), oldest first.
+
+    Returns how many were sent. Rows waiting out a backoff are not taken, so rows that keep failing
+    never stand in front of the ones behind them.
+    """
+    return _relay(database, older_than_s, batch, app)[1]
+
+
+def _relay(database: Any, older_than_s: float, batch: int, app: Celery | None) -> tuple[int, int]:
+    """(rows taken, rows sent)"""
     with database.transaction() as session:
         rows = list(session.scalars(
             select(OutboxTask)
             # clock_timestamp, not now(): the age counts to this moment, not to this transaction's start.
-            .where(OutboxTask.created_at < func.clock_timestamp() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s))
-            .order_by(OutboxTask.created_at, OutboxTask.id).limit(batch).with_for_update(skip_locked=True)))
-        return _hand_over(session, rows, app or current_app)
+            .where(OutboxTask.next_attempt_at
+                   < func.clock_timestamp() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s))
+            .order_by(OutboxTask.next_attempt_at, OutboxTask.id).limit(batch).with_for_update(skip_locked=True)))
+        return len(rows), _hand_over(session, rows, app or current_app)
+
+
+# --------------------------------------------------------------------------- dead letters (operators)
+
+#: Most dead letters one listing shows (the table can hold many after a bad deploy).
+DEAD_LIST_MAX = 1000
+
+
+def outbox_status(session: Session) -> dict[str, Any]:
+    """What waits in the outbox and how much of it is failing, and how many dead letters there are."""
+    waiting, failing, oldest = session.execute(select(
+        func.count(), func.count().filter(OutboxTask.attempts > 0), func.min(OutboxTask.created_at))).one()
+    dead = session.scalar(select(func.count()).select_from(DeadTask))
+    return {"waiting": waiting, "failing": failing, "oldest": oldest, "dead_letters": dead}
+
+
+def dead_letters(session: Session, limit: int = 100) -> list[DeadTask]:
+    """The most recent dead letters first."""
+    limit = max(1, min(limit, DEAD_LIST_MAX))
+    return list(session.scalars(select(DeadTask).order_by(DeadTask.died_at.desc(), DeadTask.id).limit(limit)))
+
+
+class UnknownDeadLetters(LookupError):
+    """Some of the ids asked for are not dead letters: nothing was changed."""
+
+    def __init__(self, missing: list[uuid.UUID]) -> None:
+        super().__init__(", ".join(map(str, missing)))
+        self.missing = missing
+
+
+def _removed(session: Session, ids: list[uuid.UUID] | None) -> list[Any]:
+    """Delete the chosen dead letters (``None``: all) and return them; all of ``ids`` or none."""
+    statement = delete(DeadTask)
+    if ids is not None:
+        found = set(session.scalars(select(DeadTask.id).where(DeadTask.id.in_(ids)).with_for_update()))
+        missing = sorted(set(ids) - found)
+        if missing:
+            raise UnknownDeadLetters(missing)
+        statement = statement.where(DeadTask.id.in_(ids))
+    return list(session.execute(statement.returning(
+        DeadTask.id, DeadTask.task, DeadTask.args, DeadTask.tenant_id, DeadTask.created_at, DeadTask.last_error)))
+
+
+def retry_dead(session: Session, ids: list[uuid.UUID] | None) -> int:
+    """Put dead letters (``None``: all) back into the outbox with a fresh count, due now; all or none."""
+    rows = _removed(session, ids)
+    if rows:
+        session.execute(insert(OutboxTask), [
+            # Due at once: the relay's next run takes it.
+            {"id": r.id, "task": r.task, "args": r.args, "tenant_id": r.tenant_id, "created_at": r.created_at,
+             "next_attempt_at": r.created_at, "last_error": r.last_error} for r in rows])
+    return len(rows)
+
+
+def drop_dead(session: Session, ids: list[uuid.UUID] | None) -> int:
+    """Delete dead letters (``None``: all) for good; all or none."""
+    return len(_removed(session, ids))
 
 
 def _install_hooks() -> None:
@@ -184,9 +314,11 @@ def relay_outbox(max_batches: int = 20) -> int:
     """
     total = 0
     for _ in range(max_batches):
-        sent = relay(task_runtime().db)
+        # A full batch that sent nothing (every row failing) still means "go on": the failures were
+        # pushed back, and the next batch holds the rows behind them.
+        taken, sent = _relay(task_runtime().db, RELAY_AFTER_S, RELAY_BATCH, None)
         total += sent
-        if sent < RELAY_BATCH:
+        if taken < RELAY_BATCH:
             break
     return total
 

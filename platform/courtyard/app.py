@@ -19,7 +19,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
 from core.db import Database, make_engine
-from core.errors import ConfigError, DomainError, TooManyRequests
+from core.errors import ConfigError, DomainError, NotAuthenticated, TooManyRequests
 from core.i18n import (
     BABEL_LOCALES,
     FILTERS,
@@ -151,6 +151,11 @@ def _guard_unsafe_method() -> None:
                                  mimetype=shown(request.mimetype or "nothing")), code="unsupported_media_type")
         if request.headers.get("Authorization"):
             return  # bearer tokens are not sent by browsers on their own: no CSRF risk
+        # No credentials at all: the caller must learn that it needs them (401), not that a form expired.
+        # A CSRF token protects a signed-in session only, so without one there is nothing to check.
+        context.current_tenant()
+        if context.current_user() is None:
+            raise NotAuthenticated(_l("Sign in or send a bearer token."))
     if request.endpoint in oauth.CSRF_EXEMPT:
         return
     if not context.check_csrf(request):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -83,6 +87,105 @@ def routes(sort: str, all_methods: bool) -> None:
     info = ScriptInfo(create_app=lambda: _create_app(runtime), set_debug_flag=False, load_dotenv_defaults=False)
     with click.Context(routes_command, obj=info) as ctx:
         ctx.invoke(routes_command, sort=sort, all_methods=all_methods)
+
+
+# --------------------------------------------------------------------------- the task outbox
+
+
+@main.group()
+def outbox() -> None:
+    """The task outbox: what waits for the broker, and dead letters (tasks that kept failing)."""
+
+
+def _outbox_db() -> Any:
+    runtime: CliRuntime = click.get_current_context().meta["courtyard_runtime"]
+    return runtime.db
+
+
+def _when(value: Any) -> str | None:
+    return value.astimezone(dt.UTC).isoformat() if value is not None else None
+
+
+@outbox.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def outbox_status(as_json: bool) -> None:
+    """Rows waiting for the broker, how many of them are failing, and the number of dead letters."""
+    from core import tasks
+
+    with _outbox_db().transaction() as session:
+        status = tasks.outbox_status(session)
+    status["oldest"] = _when(status["oldest"])
+    if as_json:
+        click.echo(json.dumps(status))
+        return
+    click.echo(f"waiting: {status['waiting']} (failing: {status['failing']}, oldest: {status['oldest'] or '-'})")
+    click.echo(f"dead letters: {status['dead_letters']}")
+
+
+@outbox.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def outbox_list(limit: int, as_json: bool) -> None:
+    """Dead letters, most recent first (their arguments stay sealed: they can hold links and secrets)."""
+    from core import tasks
+
+    with _outbox_db().transaction() as session:
+        rows = [{"id": str(r.id), "task": r.task, "tenant_id": str(r.tenant_id) if r.tenant_id else None,
+                 "attempts": r.attempts, "created_at": _when(r.created_at), "died_at": _when(r.died_at),
+                 "last_error": r.last_error} for r in tasks.dead_letters(session, limit)]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("No dead letters.")
+    for row in rows:
+        click.echo(f"{row['id']}  {row['task']}  tenant={row['tenant_id'] or '-'}  attempts={row['attempts']}  "
+                   f"died={row['died_at']}\n    {row['last_error'] or ''}")
+
+
+def _dead_ids(ids: tuple[uuid.UUID, ...], everything: bool) -> list[uuid.UUID] | None:
+    if bool(ids) == everything:
+        raise click.UsageError("Name dead letters by id, or pass --all (not both).")
+    return None if everything else list(ids)
+
+
+def _on_dead(action: Callable[[Any, list[uuid.UUID] | None], int], ids: list[uuid.UUID] | None) -> int:
+    from core.tasks import UnknownDeadLetters
+
+    try:
+        with _outbox_db().transaction() as session:
+            return action(session, ids)
+    except UnknownDeadLetters as exc:
+        shown = ", ".join(map(str, exc.missing[:10])) + (" …" if len(exc.missing) > 10 else "")
+        raise click.ClickException(f"Not dead letters (nothing was changed): {shown}") from None
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, type=click.UUID)
+@click.option("--all", "everything", is_flag=True, help="Every dead letter.")
+def outbox_retry(ids: tuple[uuid.UUID, ...], everything: bool) -> None:
+    """Put dead letters back into the outbox (attempts start again); the relay's next run sends them."""
+    from core.tasks import retry_dead
+
+    count = _on_dead(retry_dead, _dead_ids(ids, everything))
+    click.echo(f"{count} dead letter(s) put back into the outbox.")
+
+
+@outbox.command("drop")
+@click.argument("ids", nargs=-1, type=click.UUID)
+@click.option("--all", "everything", is_flag=True, help="Every dead letter.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def outbox_drop(ids: tuple[uuid.UUID, ...], everything: bool, yes: bool) -> None:
+    """Delete dead letters for good: their tasks will never run."""
+    from core.tasks import drop_dead
+
+    chosen = _dead_ids(ids, everything)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException("Refusing to drop without confirmation: pass --yes.")
+        click.confirm("Drop these dead letters for good?", abort=True)
+    count = _on_dead(drop_dead, chosen)
+    click.echo(f"{count} dead letter(s) dropped.")
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -185,6 +288,7 @@ def demo() -> None:
 @click.option("--port", type=int, default=None, help="Web port (default $COURTYARD_PORT or 8000).")
 def up(port: int | None) -> None:
     """Everything `make run` needs: servers, migrations, demo data, web, worker and beat. Ctrl-C stops all."""
+    from courtyard.runtime import WEB_READY_TIMEOUT_S, wait_until_answering
     from tenants import migrator
 
     configure_logging(json_lines=False)
@@ -204,18 +308,6 @@ def up(port: int | None) -> None:
         subprocess.Popen([sys.executable, "-m", "courtyard.cli", "worker"], env=env),
         subprocess.Popen([sys.executable, "-m", "courtyard.cli", "beat"], env=env),
     ]
-    base = settings.base_domain
-    click.echo(f"""
-Courtyard is running.
-  Public site and sign-up:  http://{base}:{port}/
-  Demo workspaces:          http://acme.{base}:{port}/   or  http://{base}:{port}/t/acme/
-                            http://globex.{base}:{port}/ or  http://{base}:{port}/t/globex/
-  Demo logins:              admin@acme.test / {DEMO_PASSWORD}
-                            admin@globex.test / {DEMO_PASSWORD}
-  API docs:                 http://acme.{base}:{port}/api/v1/docs
-  Mail without SMTP:        {settings.outbox_dir}/
-Press Ctrl-C to stop.
-""")
     stopping = False
 
     def stop(*_: Any) -> None:
@@ -225,22 +317,51 @@ Press Ctrl-C to stop.
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
+        # "running" only once the web server answers: a started gunicorn is still importing the app.
+        web = procs[0]
+        click.echo("Starting the web server…")
+        if not wait_until_answering(f"http://127.0.0.1:{port}/healthz",
+                                    alive=lambda: web.poll() is None and not stopping):
+            if not stopping:
+                click.echo(f"The web server did not answer on port {port} within {WEB_READY_TIMEOUT_S:.0f} s "
+                           "(see its output above); stopping.", err=True)
+                sys.exit(1)
+            return
+        click.echo(_running_banner(settings, port))
         while not stopping:
             if any(p.poll() is not None for p in procs):
                 click.echo("A process exited; stopping the others.", err=True)
                 break
             time.sleep(0.5)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
         click.echo("Stopped.")
+
+
+def _running_banner(settings: Settings, port: int) -> str:
+    base = settings.base_domain
+    return f"""
+Courtyard is running.
+  Public site and sign-up:  http://{base}:{port}/
+  Demo workspaces:          http://acme.{base}:{port}/   or  http://{base}:{port}/t/acme/
+                            http://globex.{base}:{port}/ or  http://{base}:{port}/t/globex/
+  Demo logins:              admin@acme.test / {DEMO_PASSWORD}
+                            admin@globex.test / {DEMO_PASSWORD}
+  API docs:                 http://acme.{base}:{port}/api/v1/docs
+  Mail without SMTP:        {settings.outbox_dir}/
+Press Ctrl-C to stop."""
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def run() -> None:

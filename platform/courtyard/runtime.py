@@ -10,9 +10,13 @@ environment, so gunicorn and Celery never start servers of their own.
 from __future__ import annotations
 
 import fcntl
+import http.client
 import logging
 import os
+import time
+import urllib.request
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,3 +147,29 @@ def celery_redis_url(redis_url: str) -> str:
     if redis_url.startswith("unix://"):
         return "redis+socket://" + redis_url[len("unix://"):]
     return redis_url
+
+
+#: How long `courtyard up` waits for its web server to answer before giving up (a cold start on a
+#: small machine imports the app in each worker: seconds, not minutes).
+WEB_READY_TIMEOUT_S = 90.0
+
+
+def wait_until_answering(url: str, *, alive: Callable[[], bool], timeout_s: float = WEB_READY_TIMEOUT_S,
+                         interval_s: float = 0.25) -> bool:
+    """Poll ``url`` until it answers 200, the server process dies (``alive()`` is False) or the time is up.
+
+    What `courtyard up` waits for before it says the platform is running: a started process is not yet
+    a server that answers.
+    """
+    deadline = time.monotonic() + timeout_s
+    while alive():
+        try:
+            with urllib.request.urlopen(url, timeout=min(2.0, timeout_s)) as response:  # noqa: S310 - our own loopback URL
+                if response.status == 200:
+                    return True
+        except (OSError, http.client.HTTPException):
+            pass  # not listening yet, or not ready
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+    return False

@@ -226,15 +226,15 @@ class Clients(MethodView):
 
     @blp.arguments(schemas.ClientIn)
     @blp.response(201, schemas.ClientCreated)
-    def post(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Create a client; the response is the only time its secret is shown."""
+    def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Create a client; the response is the only time its secret is shown (and no cache keeps it)."""
         actor = api_actor()
         services.require(actor, CLIENTS_MANAGE)
         new = services.create_client(db_session(), actor, current_tenant(), name=data["name"],
                                      scopes=data["scopes"])
         c = new.client
         return {"client_id": c.client_id, "name": c.name, "scopes": c.scopes, "created_at": c.created_at,
-                "revoked_at": c.revoked_at, "client_secret": new.secret}
+                "revoked_at": c.revoked_at, "client_secret": new.secret}, {"Cache-Control": "no-store"}
 
 
 @blp.route("/clients/<client_id>")

@@ -121,6 +121,18 @@ def requested_slug(req: WzRequest, settings: Settings) -> str | None:
     return settings.single_tenant
 
 
+def _prefix_on_tenant_host(req: WzRequest, settings: Settings) -> bool:
+    """A ``/t/<slug>/`` path reached through a tenant's own host (``acme.<domain>/t/globex/``).
+
+    The prefix form belongs to the bare domain. On a tenant's host it would serve another tenant under
+    this one's name (and its cookies' scope), so every such path answers 404, whatever the slug. In
+    single-tenant mode every host is the tenant's own.
+    """
+    if not req.environ.get(PATH_PREFIX_KEY):
+        return False
+    return bool(settings.single_tenant) or slug_from_host(req.host, settings.base_domain) is not None
+
+
 def db_session() -> CourtyardSession:
     """The request's one session, opened on first use and committed at the request boundary."""
     if "db" not in g:
@@ -141,12 +153,14 @@ def resolve_tenant() -> None:
     g.actor = None
     g.user = None
     tenant_var.set(None)
+    if _prefix_on_tenant_host(request, rt.settings):
+        raise NotFound("Not found.")
     if request.endpoint in TENANTLESS_ENDPOINTS:
         return
     slug = requested_slug(request, rt.settings)
     if slug is None:
         return
-    if not SLUG_RE.match(slug):
+    if not SLUG_RE.fullmatch(slug):
         raise TenantNotFound(_l("No such workspace."))
     bearer = _bearer_token()
     # Outside the request's transaction: what follows (quota and rate limits in Redis) must not run
@@ -296,8 +310,8 @@ def api_actor() -> Actor:
             raise NotAuthenticated(_l("The access token is invalid, expired or revoked."), code="invalid_token")
         if info.tenant_id != tenant.id:
             raise NotFound(_l("Not found."))
-        g.actor = Actor(id=None, label=f"client:{info.client_id}", permissions=info.scopes, kind="client",
-                        request_id=g.get("request_id"), ip=request.remote_addr)
+        g.actor = Actor(id=None, label=f"{services.CLIENT_ACTOR_PREFIX}{info.client_id}", permissions=info.scopes,
+                        kind="client", request_id=g.get("request_id"), ip=request.remote_addr)
         return cast(Actor, g.actor)
     actor = current_actor()
     if actor is None:

@@ -64,7 +64,10 @@ class OAuthClient(SharedBase):
     name: Mapped[str] = mapped_column(String(200))
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: The staff user who made it (an id in the tenant's schema: no foreign key across schemas).
     created_by: Mapped[uuid.UUID | None]
+    #: The client that made it through the API; revoking that client revokes this one too.
+    created_by_client: Mapped[uuid.UUID | None] = mapped_column(index=True)
     revoked_at: Mapped[dt.datetime | None]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin
-from authlib.oauth2.rfc6749.errors import InvalidScopeError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from flask import Flask, Request, Response, request
@@ -26,6 +26,7 @@ from tenants.context import current_tenant, db_session, runtime
 from tenants.models import OAuthClient, OAuthToken
 
 CSRF_EXEMPT = frozenset({"oauth.token", "oauth.revoke"})
+BAD_CLIENT = "Unknown client, wrong client secret, or a revoked client."
 
 
 class Client(ClientMixin):  # type: ignore[misc]
@@ -110,6 +111,16 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
             # OAuth's error_description is for developers (English, ASCII: RFC 6749); what the client sent
             # is cut short.
             raise InvalidScopeError(description=f"Unknown scope: {shown(' '.join(unknown), ellipsis='...')}.")
+
+    def authenticate_client(self, request: Any, methods: Any, endpoint: str = "token") -> Any:
+        # Authlib's own description of a failed client authentication shows a Python tuple of method
+        # names ("cannot authenticate with methods: ('client_secret_basic', …)"), and tells an unknown
+        # client from a wrong secret. One plain sentence for both.
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError as exc:
+            exc.description = BAD_CLIENT
+            raise
 
     def create_oauth2_request(self, req: Any) -> FlaskOAuth2Request:
         if request.is_secure:

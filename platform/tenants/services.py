@@ -57,7 +57,7 @@ from tenants.models import (
     User,
 )
 
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}")  # fullmatch: no trailing line break
 INVITATION_TTL = dt.timedelta(days=7)
 RESET_TTL = dt.timedelta(hours=2)
 
@@ -75,7 +75,7 @@ def require(actor: Actor, permission: str) -> None:
 
 def clean_email(email: str) -> str:
     value = (email or "").strip()
-    if not EMAIL_RE.match(value) or len(value) > 254 or text_problem(value):
+    if not EMAIL_RE.fullmatch(value) or len(value) > 254 or text_problem(value):
         # Quoted short: the address may be anything a client sent, of any length.
         raise ValidationFailed(_l("'%(email)s' is not a valid e-mail address.", email=shown(value)),
                                field_errors={"email": [_l("Enter a valid e-mail address.")]})
@@ -569,6 +569,9 @@ def set_active(session: Session, actor: Actor, user_id: uuid.UUID, active: bool)
     session.flush()
     audit(session, actor, "user.activated" if active else "user.deactivated", "user", user.id,
           before=before, after=snapshot(user, USER_FIELDS))
+    tenant = session.info.get("tenant")
+    if not active and tenant is not None:  # a tenant's session is always bound
+        revoke_clients_of_user(session, actor, tenant, user.id)
     return user
 
 
@@ -972,8 +975,10 @@ def create_client(session: Session, actor: Actor, tenant: BoundTenant, *, name: 
     if not scopes:
         raise ValidationFailed(_l("Grant at least one scope."), field_errors={"scopes": [_l("Required.")]})
     secret = new_secret(32)
+    parent = _acting_client(session, actor, tenant)
     client = OAuthClient(tenant_id=tenant.id, client_id="cy_" + new_secret(12), secret_digest=digest(secret),
-                         name=name, scopes=scopes, created_by=_uid(actor))
+                         name=name, scopes=scopes, created_by=_uid(actor),
+                         created_by_client=parent.id if parent is not None else None)
     session.add(client)
     session.flush()
     _audit_in_tenant(session, actor, tenant, "client.created", client.client_id,
@@ -1002,13 +1007,61 @@ def revoke_client(session: Session, actor: Actor, tenant: BoundTenant, client_id
     if client is None:
         raise NotFound(_l("No such client."))
     if client.revoked_at is None:
-        now = utcnow()
-        client.revoked_at = now
-        session.execute(update(OAuthToken).where(OAuthToken.client_pk == client.id, OAuthToken.revoked_at.is_(None))
-                        .values(revoked_at=now))
-        session.flush()
-        _audit_in_tenant(session, actor, tenant, "client.revoked", client.client_id, None)
+        _revoke_clients(session, actor, tenant, [client], reason=None)
     return client
+
+
+# A client outlives neither the staff user who made it (deactivated) nor the client that made it
+# (revoked): whoever loses access takes the access they handed out with them, however many clients
+# deep. Reactivating the user does not bring the clients back.
+CLIENT_ACTOR_PREFIX = "client:"  # tenants.context labels an API client's actor so
+
+
+def _acting_client(session: Session, actor: Actor, tenant: BoundTenant) -> OAuthClient | None:
+    """The client an API actor is (its creations are revoked with it); None for users and the system."""
+    if actor.kind != "client" or not actor.label.startswith(CLIENT_ACTOR_PREFIX):
+        return None
+    return session.scalar(select(OAuthClient).where(
+        OAuthClient.client_id == actor.label.removeprefix(CLIENT_ACTOR_PREFIX), OAuthClient.tenant_id == tenant.id))
+
+
+def _revoke_clients(session: Session, actor: Actor, tenant: BoundTenant, roots: list[OAuthClient],
+                    reason: str | None) -> list[OAuthClient]:
+    """Revoke ``roots`` and every live client they made, directly or not, with all their tokens."""
+    live = list(session.scalars(select(OAuthClient).where(OAuthClient.tenant_id == tenant.id,
+                                                          OAuthClient.revoked_at.is_(None))))
+    children: dict[uuid.UUID, list[OAuthClient]] = {}
+    for c in live:
+        if c.created_by_client is not None:
+            children.setdefault(c.created_by_client, []).append(c)
+    doomed: dict[uuid.UUID, OAuthClient] = {}
+    stack = [c for c in roots if c.revoked_at is None]
+    while stack:  # each client is visited once: the walk ends even if the rows held a cycle
+        c = stack.pop()
+        if c.id in doomed:
+            continue
+        doomed[c.id] = c
+        stack.extend(children.get(c.id, []))
+    if not doomed:
+        return []
+    now = utcnow()
+    for c in doomed.values():
+        c.revoked_at = now
+    session.execute(update(OAuthToken).where(OAuthToken.client_pk.in_(list(doomed)),
+                                             OAuthToken.revoked_at.is_(None)).values(revoked_at=now))
+    session.flush()
+    root_ids = {c.id for c in roots}
+    for c in doomed.values():
+        why = reason if c.id in root_ids else "its creator was revoked"
+        _audit_in_tenant(session, actor, tenant, "client.revoked", c.client_id, {"reason": why} if why else None)
+    return list(doomed.values())
+
+
+def revoke_clients_of_user(session: Session, actor: Actor, tenant: BoundTenant, user_id: uuid.UUID) -> int:
+    """Revoke the clients a (deactivated) staff user made, and those they made in turn."""
+    made = list(session.scalars(select(OAuthClient).where(
+        OAuthClient.tenant_id == tenant.id, OAuthClient.created_by == user_id, OAuthClient.revoked_at.is_(None))))
+    return len(_revoke_clients(session, actor, tenant, made, reason="its creator was deactivated"))
 
 
 def find_client(session: Session, client_id: str) -> OAuthClient | None:

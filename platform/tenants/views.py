@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from functools import wraps
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -14,6 +14,7 @@ from flask import (
     flash,
     g,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -26,7 +27,7 @@ from core.errors import DomainError, TooManyRequests
 from core.i18n import LOCALE_NAMES, _, _l, both
 from core.mail import Mail
 from core.permissions import Actor, catalog
-from core.tenancy import BoundTenant
+from core.tenancy import BoundTenant, local_path
 from tenants import permissions as perms
 from tenants import services
 from tenants.context import (
@@ -66,10 +67,22 @@ def _client_ip() -> str:
 
 
 def _safe_next(target: str | None, fallback: str = "staff.home") -> str:
-    """Only same-site relative paths: an open redirect would make our sign-in page a phishing tool."""
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
-        return request.script_root + target if not target.startswith(request.script_root + "/") else target
-    return url_for(fallback)
+    """Only paths of this site and tenant: an open redirect would make our sign-in page a phishing tool,
+    and a path into another tenant would show that tenant's pages under this one's name."""
+    return local_path(target, request.script_root) or url_for(fallback)
+
+
+def no_store(view: Any) -> Any:
+    """For pages that show a secret (a client secret) or carry one in their URL and form (reset and
+    invitation links): no browser or proxy cache keeps a copy, and Back does not bring it back."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        response = make_response(view(*args, **kwargs))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return wrapper
 
 
 def _form_error(template: str, exc: DomainError, status: int | None = None, **ctx: Any) -> tuple[str, int]:
@@ -247,6 +260,7 @@ def forgot() -> Any:
 
 
 @staff.route("/reset/<token>", methods=["GET", "POST"])
+@no_store
 def reset(token: str) -> Any:
     tenant = current_tenant()
     if request.method == "GET":
@@ -269,6 +283,7 @@ def reset(token: str) -> Any:
 
 
 @staff.route("/invitation/<token>", methods=["GET", "POST"])
+@no_store
 def accept(token: str) -> Any:
     tenant = current_tenant()
     try:
@@ -432,6 +447,7 @@ def _required_uuid(value: str | None) -> uuid.UUID:
 
 
 @staff.route("/admin/clients", methods=["GET", "POST"])
+@no_store
 @permission_required(perms.CLIENTS_MANAGE)
 def clients() -> Any:
     tenant = current_tenant()

@@ -18,14 +18,19 @@ with its CSRF token on the public site. Each request starts from a valid one for
   10**20, "abc", a NUL, a malformed UUID, 10 000 characters, repeated; raw invalid UTF-8;
 - each path parameter: a malformed or unknown UUID, 10 000 characters, NUL, invalid UTF-8, ``../``;
 - headers: If-Match, X-Request-ID, Accept-Language and session cookie garbage, broken Basic
-  credentials on /oauth/.
+  credentials on /oauth/;
+- oversize: 200 kB (far beyond any field, well within the 2 MiB body limit, so the app itself must
+  answer) in each JSON field, form field and path parameter in turn, in every query parameter at once,
+  and in each header a client may send (X-Request-ID, Accept-Language, If-Match, Cookie, Authorization …);
+- the ``/t/<slug>/`` prefix: the valid request under ``/t/acme/`` and ``/t/globex/`` on acme's own host
+  must be a 404 (finding 6).
 
 For every answer: the status is below 500 and no traceback is shown; an /api/ error is the project's
 JSON error (``{status, code, message[, errors]}``, /oauth/ may answer RFC 6749's ``{error}``); the
 answer is not the database's safety net (the DataError handler, ``invalid_value``: the value reached
 the database unchecked, and its message cannot say which field is wrong); a 4xx left every table of
 acme's schema and of the shared schema as it was (row count and contents); and an accepted request
-did not store a 10 000-character value, whole or truncated. Every request runs in a
+did not store a 10 000-character (or 200 kB) value, whole or truncated. Every request runs in a
 savepoint that is rolled back afterwards, so each one meets the same seeded records, and the session
 it uses is put back in Redis first (a probe of /sign-out or a successful sign-in would end it).
 
@@ -83,11 +88,16 @@ from tests.probes import (
 
 #: Not swept: Flask's own static files.
 NOT_SWEPT = frozenset({"static"})
+#: The ``/t/<slug>/`` prefixes every route is tried under on acme's own host: its own, and one that does
+#: not exist here (tests/tenants/test_isolation.py tries another tenant's, with that tenant's credentials).
+TENANT_HOST_PREFIXES = ("acme", "globex")
 #: Served on the bare domain (the public site), by an anonymous visitor.
 PUBLIC_SITE_BLUEPRINT = "site"
 PUBLIC_HOST = {"Host": "localhost"}
 
 LONG = "x" * 10_000
+#: Oversize: far beyond any field's limit, well within the body limit (2 MiB), so the app itself answers.
+HUGE = "x" * 200_000
 #: Pagination-style parameters every GET is tried with, whether or not the view reads them.
 GENERIC_QUERY = ("page", "page_size", "per_page", "limit", "offset", "before", "after", "cursor", "next", "q")
 QUERY_VALUES: dict[str, str] = {
@@ -118,6 +128,9 @@ BODIES: dict[str, bytes] = {
     "byte order mark": b'\xef\xbb\xbf{"name": "x"}', "UTF-16": '{"name": "x"}'.encode("utf-16"),
     "lone surrogate key": b'{"\\ud800": 1}', "NUL key": b'{"a\\u0000": 1}',
 }
+#: Headers sent 200 kB long, one at a time, on every route.
+OVERSIZE_HEADERS = ("X-Request-ID", "Accept-Language", "If-Match", "If-None-Match", "Cookie", "Authorization",
+                    "X-CSRF-Token", "User-Agent", "Referer", "X-Forwarded-For", "Content-Language")
 HEADER_SHOTS: dict[str, dict[str, str]] = {
     "X-Request-ID with NUL": {"X-Request-ID": "a\x00b"},
     "X-Request-ID 10 000 chars": {"X-Request-ID": LONG},
@@ -218,6 +231,8 @@ class Shot:
     method: str
     headers: dict[str, str]
     kwargs: dict[str, Any]
+    #: The one status this shot must get (None: any 4xx or success will do).
+    expect: int | None = None
 
 
 #: A run of LONG's characters this long in a stored row: (part of) a 10 000-character value was kept.
@@ -345,6 +360,8 @@ class Sweep:
         text = response.get_data(as_text=True)
         if status >= 500:
             yield f"answered {status}: {text[:300]!r}"
+        if shot.expect is not None and status != shot.expect:
+            yield f"answered {status}, not {shot.expect}: {text[:200]!r}"
         if "Traceback (most recent call last)" in text:
             yield "shows a traceback"
         path = shot.path.split("?", 1)[0]
@@ -529,12 +546,63 @@ def whole_form_shots(path: str, method: str, headers: dict[str, str], form: dict
         "content_type": "multipart/form-data"})
 
 
+def oversize_shots(sweep: Sweep, rule: Rule, path: str, method: str, headers: dict[str, str],
+                   kwargs: dict[str, Any], read: set[str]) -> Iterator[Shot]:
+    """200 kB in every place the route takes input: each body field, form field and path parameter in
+    turn, every query parameter at once, and each header a client may send."""
+    rest = {k: v for k, v in kwargs.items() if k not in ("query_string", "json", "data")}
+    query = query_pairs(kwargs)
+    body = {k: v for k, v in kwargs.items() if k in ("json", "data", "content_type")}
+    names = sorted((read | {k for k, _ in query}) - {"csrf_token"}) or list(GENERIC_QUERY)
+    yield Shot("oversize: every query parameter 200 kB", with_query(path, encoded(
+        [*[(k, v) for k, v in query if k not in names], *((n, HUGE) for n in names)])), method, headers,
+        {**rest, **body})
+    plain = with_query(path, encoded(query))
+    if isinstance(kwargs.get("json"), dict):
+        for key in kwargs["json"]:
+            yield Shot(f"oversize: field {key} 200 kB", plain, method, headers,
+                       {**rest, "json": {**kwargs["json"], key: HUGE}})
+        yield Shot("oversize: a list of 200 kB strings in every field", plain, method, headers,
+                   {**rest, "json": dict.fromkeys(kwargs["json"], [HUGE] * 5)})
+        yield Shot("oversize: 200 kB unknown key", plain, method, headers,
+                   {**rest, "json": {**kwargs["json"], HUGE: 1}})
+    elif isinstance(kwargs.get("data"), dict):
+        form = kwargs["data"]
+        fields = (read | set(form)) - {"csrf_token"}
+        for name in sorted(fields):
+            yield Shot(f"oversize: form {name} 200 kB", plain, method, headers,
+                       {**rest, "data": encoded([*form_pairs({k: v for k, v in form.items() if k != name}),
+                                                 (name, HUGE)]),
+                        "content_type": "application/x-www-form-urlencoded"})
+    for name in sorted(rule.arguments):
+        yield Shot(f"oversize: path <{name}> 200 kB", with_query(aim(sweep.app, rule, sweep.acme.values,
+                                                                    {name: HUGE}), encoded(query)),
+                   method, headers, {**rest, **body})
+    for header in OVERSIZE_HEADERS:
+        value = f"{'Bearer ' if header == 'Authorization' else ''}{HUGE}"
+        if header == "Cookie":
+            value = f"{COOKIE_NAME}={HUGE}; {PREFIXED_COOKIE_NAME}={HUGE}; other={HUGE}"
+        yield Shot(f"oversize: header {header} 200 kB", plain, method, {**headers, header: value}, {**rest, **body})
+
+
 # --------------------------------------------------------------------------- sweeping one route
+
+
+def prefix_shots(sweep: Sweep, rule: Rule, method: str, who: str) -> Iterator[Shot]:
+    """The route's valid request under ``/t/<slug>/`` on a tenant's host: always a 404 (finding 6)."""
+    probe = Probe(rule, method, area_of(rule), ("post", "own") if area_of(rule) == "oauth" else None)
+    path, headers, kwargs = sweep.base(who, probe)
+    for slug in TENANT_HOST_PREFIXES:
+        yield Shot(f"under /t/{slug}/ on acme's host", f"/t/{slug}{path}", method, {**headers, **host("acme")},
+                   kwargs, expect=404)
 
 
 def sweep_route(sweep: Sweep, rule: Rule, method: str) -> None:
     area = area_of(rule)
     public_site = rule.endpoint.split(".", 1)[0] == PUBLIC_SITE_BLUEPRINT
+    who = {"api": "token", "oauth": "client"}.get(area, "public" if public_site else "session")
+    for shot in prefix_shots(sweep, rule, method, who):
+        sweep.fire(shot)
     if area == "api":
         sweep_api(sweep, rule, method)
     elif area == "oauth":
@@ -563,6 +631,8 @@ def sweep_get(sweep: Sweep, rule: Rule, who: str, probe: Probe, extra_read: froz
         sweep.fire(shot)
     for shot in header_shots(query_path, "GET", headers, rest, if_match=False):
         sweep.fire(shot)
+    for shot in oversize_shots(sweep, rule, path, "GET", headers, kwargs, read):
+        sweep.fire(shot)
 
 
 def sweep_api(sweep: Sweep, rule: Rule, method: str) -> None:
@@ -590,6 +660,8 @@ def sweep_api(sweep: Sweep, rule: Rule, method: str) -> None:
             sweep.fire(shot)
         for shot in header_shots(path, method, headers, kwargs, if_match=True):
             sweep.fire(shot)
+        for shot in oversize_shots(sweep, rule, path, method, headers, kwargs, fields):
+            sweep.fire(shot)
 
 
 def sweep_form(sweep: Sweep, rule: Rule, method: str, who: str, variants: list[Any], *, oauth: bool) -> None:
@@ -615,6 +687,8 @@ def sweep_form(sweep: Sweep, rule: Rule, method: str, who: str, variants: list[A
         for shot in query_shots(path, method, headers, {**rest, "data": form}, set(), thorough=False):
             sweep.fire(shot)
         for shot in header_shots(path, method, headers, {**rest, "data": form}, if_match=False):
+            sweep.fire(shot)
+        for shot in oversize_shots(sweep, rule, path, method, headers, {**rest, "data": form}, fields):
             sweep.fire(shot)
         if oauth:
             bare = {k: v for k, v in form.items() if k not in ("client_id", "client_secret")}

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Iterator
 
 import pytest
 from celery import Celery, current_app, shared_task
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
-from core.tasks import OutboxTask, publish, relay, seal, send_after_commit, unseal
+from core.db import uuid7
+from core.tasks import (
+    MAX_ATTEMPTS,
+    RELAY_BATCH,
+    DeadTask,
+    OutboxTask,
+    UnknownDeadLetters,
+    backoff_s,
+    dead_letters,
+    drop_dead,
+    outbox_status,
+    publish,
+    relay,
+    relay_outbox,
+    retry_dead,
+    seal,
+    send_after_commit,
+    task_runtime,
+    unseal,
+)
 from courtyard.celery_app import make_celery
 from tenants import services
 from tests.conftest import sign_in
@@ -137,9 +157,9 @@ def test_rows_are_relayed_oldest_first_in_batches(db, settings, tmp_path):
             with db.transaction() as s:
                 send_after_commit(s, "tests.record", value)
     c = queued(db)[-1].id  # the last one queued
-    with db.transaction() as s:  # make "c" the oldest
-        s.execute(update(OutboxTask).where(OutboxTask.id == c)
-                  .values(created_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 1)))
+    with db.transaction() as s:  # make "c" the oldest (and so the first due)
+        earlier = func.now() - func.make_interval(0, 0, 0, 0, 0, 1)
+        s.execute(update(OutboxTask).where(OutboxTask.id == c).values(created_at=earlier, next_attempt_at=earlier))
     assert relay(db, older_than_s=0, batch=2) == 2
     assert RAN == ["c", "a"]
     assert relay(db, older_than_s=0, batch=2) == 1
@@ -178,3 +198,96 @@ def test_waiting_arguments_are_sealed_and_a_changed_secret_key_holds_only_those_
     assert RAN == ["reset link https://acme.example/reset/s3cr3t"]
     assert len(queued(db)) == 1
     assert "sealed with another secret key" in caplog.text
+
+
+# --------------------------------------------------------------------------- poison rows: backoff, dead letters
+
+
+def _age(db, **values) -> None:
+    """Make every waiting row due now (as if its backoff had run out), or set other columns."""
+    with db.transaction() as s:
+        s.execute(update(OutboxTask).values(**(values or {"next_attempt_at": func.now() - func.make_interval(
+            0, 0, 0, 0, 0, 0, 3600)})))
+
+
+def test_500_unsendable_rows_at_the_front_do_not_stall_the_one_behind_them(db, settings, caplog):
+    """Finding 9: the relay re-read the same oldest 500 rows at every run and never reached newer ones."""
+    with db.transaction() as s:
+        # Rows sealed under a secret key since replaced: nothing can open them. They are the oldest.
+        old = seal(["poison"], "a-previous-secret-key")
+        s.execute(insert(OutboxTask),
+                  [{"id": uuid7(), "task": "tests.record", "args": old} for _ in range(RELAY_BATCH)])
+        s.flush()
+        s.add(good := OutboxTask(task="tests.record", args=seal(["good"], settings.secret_key)))
+    with db.transaction() as s:  # all are due, the good row last
+        s.execute(update(OutboxTask).where(OutboxTask.id != good.id)
+                  .values(next_attempt_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 0, 120)))
+        s.execute(update(OutboxTask).where(OutboxTask.id == good.id)
+                  .values(next_attempt_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 0, 60)))
+    assert task_runtime().db is db
+    # One beat run: the first batch is all poison, the next one holds the good row.
+    assert relay_outbox.run(max_batches=3) == 1
+    assert RAN == ["good"]
+    rows = queued(db)
+    assert len(rows) == RELAY_BATCH
+    assert {r.attempts for r in rows} == {1}, "each poison row counted one failed attempt"
+    assert {r.last_error for r in rows} == {"sealed with another secret key"}
+    # Waiting out their backoff, they are not taken again at once.
+    assert relay(db, older_than_s=0) == 0
+    assert {r.attempts for r in queued(db)} == {1}
+
+
+def test_a_row_that_keeps_failing_becomes_a_dead_letter_after_max_attempts(db, settings):
+    with db.transaction() as s:
+        s.add(OutboxTask(task="tests.record", args=seal(["poison"], "a-previous-secret-key")))
+    for attempt in range(1, MAX_ATTEMPTS):
+        _age(db)
+        assert relay(db, older_than_s=0) == 0
+        (row,) = queued(db)
+        assert row.attempts == attempt
+    waits = [backoff_s(n) for n in range(1, MAX_ATTEMPTS)]
+    assert all(a < b for a, b in itertools.pairwise(waits)), "each failure waits longer than the last"
+    _age(db)
+    assert relay(db, older_than_s=0) == 0
+    assert queued(db) == []
+    with db.transaction() as s:
+        (dead,) = dead_letters(s)
+        assert dead.id == row.id
+        assert dead.attempts == MAX_ATTEMPTS
+        assert dead.last_error == "sealed with another secret key"
+        assert dead.args == row.args, "still sealed"
+        assert outbox_status(s)["dead_letters"] == 1
+    _age(db)
+    assert relay(db, older_than_s=0) == 0, "a dead letter is not retried by the relay"
+
+
+def test_a_broker_outage_counts_no_attempt(db, settings, tmp_path):
+    with broker_down(settings, tmp_path), db.transaction() as s:
+        send_after_commit(s, "tests.record", "patient")
+    for _ in range(MAX_ATTEMPTS + 1):
+        with broker_down(settings, tmp_path):
+            assert relay(db, older_than_s=0) == 0
+    (row,) = queued(db)
+    assert row.attempts == 0
+    assert relay(db, older_than_s=0) == 1
+    assert RAN == ["patient"]
+
+
+def test_retrying_and_dropping_dead_letters(db, settings):
+    ids = []
+    with db.transaction() as s:
+        for value in ("one", "two", "three"):
+            s.add(DeadTask(id=(i := uuid7()), task="tests.record", args=seal([value], settings.secret_key),
+                           created_at=func.now(), attempts=MAX_ATTEMPTS, last_error="TypeError: boom"))
+            ids.append(i)
+    with db.transaction() as s, pytest.raises(UnknownDeadLetters):
+        retry_dead(s, [ids[0], uuid7()])
+    with db.transaction() as s:
+        assert len(dead_letters(s)) == 3, "an unknown id changes nothing"
+        assert retry_dead(s, [ids[0]]) == 1
+    assert relay(db, older_than_s=0) == 1, "a retried dead letter is due at once"
+    assert RAN == ["one"]
+    with db.transaction() as s:
+        assert drop_dead(s, None) == 2
+        assert dead_letters(s) == []
+    assert queued(db) == []

@@ -603,3 +603,62 @@ def test_unreachable_database_and_unconfirmed_delete_are_one_line_errors(cli_env
                              capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
     assert refused.returncode == 1
     assert "pass --yes" in refused.stderr
+
+
+def test_outbox_dead_letters_are_listed_retried_and_dropped(cli, committed_db: Database, settings) -> None:
+    """Finding 9: an operator sees the tasks that kept failing and decides (retry or drop), with clear exit codes."""
+    from sqlalchemy import delete, func
+
+    from core.db import uuid7
+    from core.tasks import MAX_ATTEMPTS, DeadTask, OutboxTask, seal
+
+    ids = [uuid7(), uuid7()]
+    with committed_db.transaction() as s:
+        for n, i in enumerate(ids):
+            s.add(DeadTask(id=i, task="tenants.deliver_mail", args=seal([f"secret-{n}"], "cli-test-secret"),
+                           created_at=func.now(), attempts=MAX_ATTEMPTS, last_error="TypeError: too many arguments"))
+    try:
+        listed = cli("outbox", "list", "--json")
+        assert listed.exit_code == 0, listed.output
+        rows = {r["id"]: r for r in json.loads(listed.output)}
+        assert set(rows) >= {str(i) for i in ids}
+        assert rows[str(ids[0])]["attempts"] == MAX_ATTEMPTS
+        assert rows[str(ids[0])]["last_error"] == "TypeError: too many arguments"
+        assert "secret-0" not in listed.output, "arguments stay sealed"
+        plain = cli("outbox", "list")
+        assert plain.exit_code == 0
+        assert str(ids[1]) in plain.output
+        status = cli("outbox", "status", "--json")
+        assert status.exit_code == 0
+        assert json.loads(status.output)["dead_letters"] >= 2
+
+        unknown = cli("outbox", "retry", str(ids[0]), "00000000-0000-7000-8000-000000000000")
+        assert unknown.exit_code == 1
+        assert "00000000-0000-7000-8000-000000000000" in unknown.output
+        assert "nothing was changed" in unknown.output
+        assert cli("outbox", "retry").exit_code == 2, "neither ids nor --all is a usage error"
+        assert cli("outbox", "retry", "--all", str(ids[0])).exit_code == 2
+        assert cli("outbox", "retry", "not-a-uuid").exit_code == 2
+
+        retried = cli("outbox", "retry", str(ids[0]))
+        assert retried.exit_code == 0, retried.output
+        assert "1 dead letter(s) put back" in retried.output
+        with committed_db.transaction() as s:
+            row = s.get(OutboxTask, ids[0])
+            assert row is not None
+            assert row.attempts == 0
+            assert s.get(DeadTask, ids[0]) is None
+
+        refused = cli("outbox", "drop", str(ids[1]))
+        assert refused.exit_code == 1
+        assert "--yes" in refused.output
+        dropped = cli("outbox", "drop", str(ids[1]), "--yes")
+        assert dropped.exit_code == 0
+        assert "1 dead letter(s) dropped" in dropped.output
+        with committed_db.transaction() as s:
+            assert s.get(DeadTask, ids[1]) is None
+        assert cli("outbox", "drop", str(ids[1]), "--yes").exit_code == 1, "already gone"
+    finally:
+        with committed_db.transaction() as s:
+            s.execute(delete(DeadTask).where(DeadTask.id.in_(ids)))
+            s.execute(delete(OutboxTask).where(OutboxTask.id.in_(ids)))

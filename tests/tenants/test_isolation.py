@@ -278,6 +278,47 @@ def test_acme_session_on_globex_is_worth_no_session(app, db, redis_client, two, 
     assert {slug: fingerprint(db, s) for slug, s in two.items()} == before
 
 
+# --------------------------------------------------------------------------- (d) the /t/ prefix on a tenant's host
+
+
+@pytest.mark.parametrize("slug", ["globex", "acme"])
+def test_every_route_under_a_t_prefix_on_a_tenant_host_is_a_404(app, db, redis_client, two, slug):
+    """Finding 6: ``acme.<domain>/t/globex/…`` served globex (a globex token got 200 there) under acme's name.
+
+    The prefix form belongs to the bare domain: on a tenant's host every route under any ``/t/<slug>/``
+    answers 404, with the token, the session and the client credentials of the named tenant, and changes
+    nothing. Its own slug too (the same site twice under two names serves no one).
+    """
+    them = two[slug]
+    sid, csrf = open_session(app, {"Host": "localhost"}, f"/t/{slug}", f"admin@{slug}.test")
+    before = {name: fingerprint(db, seeded) for name, seeded in two.items()}
+    own = (them.client_id, them.client_secret)
+    callers = {
+        "token": Caller(app, redis_client, {**host("acme"), "Authorization": f"Bearer {them.token}"},
+                        prefix=f"/t/{slug}", own_client=own),
+        "session": Caller(app, redis_client, {**host("acme"), **cookie_header(sid)}, prefix=f"/t/{slug}",
+                          csrf=csrf, own_client=own),
+    }
+    probes, _ = plan(app)
+    for n, probe in enumerate(probes):
+        for who, caller in callers.items():
+            response = caller.send(probe, them.values, n)
+            assert response.status_code == 404, (
+                f"{who} {probe} under /t/{slug}/ on acme's host: {response.status_code} "
+                f"{response.get_data(as_text=True)[:300]}")
+            markers = (them.private | them.public) - caller.known(them.private | them.public)
+            assert not shown(response, markers), f"{probe}: {shown(response, markers)}"
+    for path in PUBLIC_ROUTES.values():
+        for caller in callers.values():
+            response = app.test_client(use_cookies=False).get(f"/t/{slug}{path}", headers=caller.headers)
+            assert response.status_code == 404, f"/t/{slug}{path}: {response.status_code}"
+    assert {name: fingerprint(db, seeded) for name, seeded in two.items()} == before
+    # The control: the same prefix on the bare domain is that tenant's site.
+    assert app.test_client(use_cookies=False).get(
+        f"/t/{slug}/api/v1/me", headers={"Host": "localhost", "Authorization": f"Bearer {them.token}"}
+    ).status_code == 200
+
+
 # --------------------------------------------------------------------------- pointed checks
 
 

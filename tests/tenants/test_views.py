@@ -347,7 +347,7 @@ def test_invitation_mail_link_signs_the_new_user_in(app, client, db, settings, t
     assert mails[0]["To"] == "lei@acme.test"
     assert "Acme 艾克米" in mails[0]["Subject"]
     link = link_in(mails[0], r"http://localhost:8000/t/acme/invitation/\S+")
-    path = link.removeprefix("http://localhost:8000")
+    path = link.removeprefix("http://localhost:8000/t/acme")
 
     invitee = app.test_client()
     opened = invitee.get(path, headers=ACME)
@@ -362,7 +362,7 @@ def test_invitation_mail_link_signs_the_new_user_in(app, client, db, settings, t
     accepted = invitee.post(path, headers=ACME, data={"name": "李雷", "password": "lei's own password",
                                                       "csrf_token": _csrf_from(opened.get_data(as_text=True))})
     assert accepted.status_code == 302
-    home = invitee.get("/t/acme/home", headers=ACME)
+    home = invitee.get("/home", headers=ACME)
     assert home.status_code == 200
     assert "Welcome, 李雷" in page(home)
     assert '<span id="seats">2</span>' in page(home)
@@ -385,7 +385,7 @@ def test_expired_invitation_link_is_refused(app, client, db, settings, tenant) -
     before = outbox(settings)
     assert post(client, "/admin/users/invite", {"email": "late@acme.test", "role": "sales"}).status_code == 302
     (mail,) = mails_since(settings, before)
-    path = link_in(mail, r"http://localhost:8000/t/acme/invitation/\S+").removeprefix("http://localhost:8000")
+    path = link_in(mail, r"http://localhost:8000/t/acme/invitation/\S+").removeprefix("http://localhost:8000/t/acme")
     with db.transaction(tenant) as s:
         # Past by the clock the check reads (the application's, not the database server's now(), which
         # in this rolled-back test transaction is also frozen at the test's start).
@@ -429,7 +429,7 @@ def test_password_reset_through_the_outbox(app, client, db, settings, tenant) ->
     assert unknown.get_data() == known.get_data()
     assert mails_since(settings, before) == []
 
-    path = link_in(mails[0], r"http://localhost:8000/t/acme/reset/\S+").removeprefix("http://localhost:8000")
+    path = link_in(mails[0], r"http://localhost:8000/t/acme/reset/\S+").removeprefix("http://localhost:8000/t/acme")
     browser = app.test_client()
     form = browser.get(path, headers=ACME)
     assert form.status_code == 200
@@ -439,7 +439,7 @@ def test_password_reset_through_the_outbox(app, client, db, settings, tenant) ->
     assert "Use at least 10 characters." in page(weak)
     done = browser.post(path, headers=ACME, data={"password": "a brand new password", "csrf_token": csrf})
     assert done.status_code == 302
-    assert browser.get("/t/acme/home", headers=ACME).status_code == 200
+    assert browser.get("/home", headers=ACME).status_code == 200
     # The old password is gone, the new one works.
     assert sign_in(app.test_client(), "acme").status_code == 401
     assert sign_in(app.test_client(), "acme", password="a brand new password").status_code == 302
@@ -775,7 +775,7 @@ def test_pending_invitations_are_listed_and_can_be_withdrawn(app, client, settin
     assert post(client, "/admin/users/invite", {"email": "wang@acme.test", "name": "王芳", "role": "sales"}
                 ).status_code == 302
     (mail,) = mails_since(settings, before)
-    path = link_in(mail, r"http://localhost:8000/t/acme/invitation/\S+").removeprefix("http://localhost:8000")
+    path = link_in(mail, r"http://localhost:8000/t/acme/invitation/\S+").removeprefix("http://localhost:8000/t/acme")
     listing = page(client.get("/admin/users", headers=ACME))
     assert 'id="invitations-table"' in listing
     assert "wang@acme.test" in listing
