@@ -48,7 +48,7 @@ def password_problem(password: str) -> Message | None:
     return None
 
 
-def password_hash_problem(value: str) -> str | None:
+def password_hash_problem(value: str) -> Message | None:
     """Why a stored password hash is not one this platform could have written, or None.
 
     Hashes arrive from outside through tenant archives: one with a larger memory or time cost than ours
@@ -57,12 +57,12 @@ def password_hash_problem(value: str) -> str | None:
     try:
         params = extract_parameters(value)
     except (InvalidHashError, ValueError):
-        return "Not an argon2 password hash."
+        return _l("Not an argon2 password hash.")
     if params.type is not Type.ID:
-        return "Not an argon2id password hash."
+        return _l("Not an argon2id password hash.")
     if (params.memory_cost > _hasher.memory_cost or params.time_cost > _hasher.time_cost
             or params.parallelism > _hasher.parallelism):
-        return "The password hash costs more than this server's own."
+        return _l("The password hash costs more than this server's own.")
     return None
 
 

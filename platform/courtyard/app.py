@@ -305,11 +305,11 @@ def _register_error_handlers(app: Flask) -> None:
             "path": request.path, "reason": "lock_timeout" if busy else "statement_timeout"}})
         _discard_failed_work()
         if busy:
-            response = error_response(503, "database_busy", "The data is being changed by another operation "
-                                                             "(a migration, say). Please retry in a moment.")
+            response = error_response(503, "database_busy", _l("The data is being changed by another operation "
+                                                                "(a migration, say). Please retry in a moment."))
         else:
-            response = error_response(503, "database_timeout", "The database took too long to answer; "
-                                                                "the request was cancelled. Please retry.")
+            response = error_response(503, "database_timeout", _l("The database took too long to answer; "
+                                                                   "the request was cancelled. Please retry."))
         response.headers["Retry-After"] = "2"
         return response
 

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from core.db import TenantBase, TenantRecord, bind_tenant, utcnow
 from core.errors import ValidationFailed
+from core.i18n import MAX_PARAM_CHARS, Message, Text, _l, _ln, shown
 from core.permissions import known
 from core.security import password_hash_problem
 from core.tenancy import schema_for, validate_slug
@@ -74,9 +75,9 @@ _KEY_ID = re.compile(r"[0-9a-f]{16}\Z")
 _MAC_CONTEXT = b"courtyard-tenant-archive/2\0"
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
-_ENTRY_KINDS = {b"1": "hard link", b"2": "symbolic link", b"3": "character device", b"4": "block device",
-                b"5": "directory", b"6": "FIFO", b"x": "pax header", b"g": "pax global header",
-                b"L": "GNU long name", b"K": "GNU long link name"}
+_ENTRY_KINDS = {b"1": _l("hard link"), b"2": _l("symbolic link"), b"3": _l("character device"),
+                b"4": _l("block device"), b"5": _l("directory"), b"6": _l("FIFO"), b"x": _l("pax header"),
+                b"g": _l("pax global header"), b"L": _l("GNU long name"), b"K": _l("GNU long link name")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,29 +137,39 @@ def _verify(manifest: bytes, raw_signature: bytes, keys: Sequence[str]) -> None:
         signature = None
     if (not isinstance(signature, dict) or signature.get("alg") != "HMAC-SHA256"
             or not isinstance(signature.get("mac"), str)):
-        raise InvalidArchive("The archive's signature (manifest.sig) is malformed.")
+        raise InvalidArchive(_l("The archive's signature (manifest.sig) is malformed."))
     mac = signature["mac"].encode("utf-8", "replace")
     if any(hmac.compare_digest(_mac(key, manifest), mac) for key in keys):
         return
     claimed = signature.get("key_id")
     if claimed in {key_id(k) for k in keys}:
-        raise InvalidArchive("The archive was changed after it was exported: its signature does not match.")
-    shown = claimed if isinstance(claimed, str) and _KEY_ID.match(claimed) else "unknown"
-    raise InvalidArchive(
-        f"The archive is signed with a key this server does not accept (key id {shown}), or was changed "
+        raise InvalidArchive(_l("The archive was changed after it was exported: its signature does not match."))
+    claimed_id: Text = claimed if isinstance(claimed, str) and _KEY_ID.match(claimed) else _l("unknown")
+    raise InvalidArchive(_l(
+        "The archive is signed with a key this server does not accept (key id %(key_id)s), or was changed "
         "after export. An archive from another installation needs that installation's archive key "
-        "(import --key-file, or COURTYARD_ARCHIVE_OLD_KEYS).")
+        "(import --key-file, or COURTYARD_ARCHIVE_OLD_KEYS).", key_id=claimed_id))
 
 
 # --------------------------------------------------------------------------- the strict tar reader
 
 
-def _number(field: bytes, what: str) -> int:
+def _entry_name(name: str) -> str:
+    """A member name as a refusal quotes it: control characters escaped (it reaches terminals and logs), cut short."""
+    return shown(repr(name)[1:-1])
+
+
+def _path(path: Path) -> str:
+    """The operator's own path, quoted whole up to the cap every message parameter has."""
+    return shown(path, MAX_PARAM_CHARS)
+
+
+def _number(field: bytes, what: Message) -> int:
     if field[:1] == b"\x80":  # GNU base-256, for members of 8 GiB and more
         return int.from_bytes(field[1:], "big")
     digits = field.replace(b"\0", b" ").strip()
     if not digits or not all(48 <= c <= 55 for c in digits):
-        raise InvalidArchive(f"The archive is damaged: a tar header has an invalid {what}.")
+        raise InvalidArchive(_l("The archive is damaged: a tar header has an invalid %(what)s.", what=what))
     return int(digits, 8)
 
 
@@ -182,7 +193,7 @@ class _TarReader:
     def _read(self, n: int) -> bytes:
         data = self._gz.read(n)
         if len(data) != n:
-            raise InvalidArchive("The archive is damaged: it ends early (truncated).")
+            raise InvalidArchive(_l("The archive is damaged: it ends early (truncated)."))
         return data
 
     def next(self) -> _Member | None:
@@ -190,28 +201,29 @@ class _TarReader:
         block = self._gz.read(_BLOCK)
         if len(block) != _BLOCK:
             raise _NotTar if self.members_seen == 0 else InvalidArchive(
-                "The archive is damaged: it ends early (truncated).")
+                _l("The archive is damaged: it ends early (truncated)."))
         if block == _ZERO_BLOCK:
             return None
         if block[257:263] not in (b"ustar\0", b"ustar "):
             raise _NotTar
-        if _number(block[148:156], "checksum") != sum(block[:148]) + 8 * 32 + sum(block[156:]):
-            raise InvalidArchive("The archive is damaged: a tar header checksum does not match.")
+        if _number(block[148:156], _l("checksum")) != sum(block[:148]) + 8 * 32 + sum(block[156:]):
+            raise InvalidArchive(_l("The archive is damaged: a tar header checksum does not match."))
         raw_name = block[:100].split(b"\0", 1)[0]
-        shown = raw_name.decode("utf-8", "replace")
+        name = raw_name.decode("utf-8", "replace")
         kind = _ENTRY_KINDS.get(block[156:157])
         if block[156:157] not in (b"0", b"\0"):
-            raise InvalidArchive(f"Unexpected entry in archive: {shown!r} is a {kind or 'special entry'}; "
-                                 "an archive holds regular files only.")
-        if block[345:500].strip(b"\0") or not _MEMBER.match(shown):
-            raise InvalidArchive(f"Unexpected entry in archive: {shown!r} (allowed: manifest.json, "
-                                 "manifest.sig, data/<table>.copy).")
+            raise InvalidArchive(_l("Unexpected entry in archive: '%(name)s' is a %(kind)s; an archive holds regular "
+                                    "files only.", name=_entry_name(name), kind=kind or _l("special entry")))
+        if block[345:500].strip(b"\0") or not _MEMBER.match(name):
+            raise InvalidArchive(_l("Unexpected entry in archive: '%(name)s' (allowed: manifest.json, manifest.sig, "
+                                    "data/<table>.copy).", name=_entry_name(name)))
         self.members_seen += 1
-        return _Member(shown, _number(block[124:136], "size"))
+        return _Member(name, _number(block[124:136], _l("size")))
 
     def read_small(self, member: _Member, limit: int) -> bytes:
         if member.size > limit:
-            raise InvalidArchive(f"The archive's {member.name} is {member.size} bytes; at most {limit} are read.")
+            raise InvalidArchive(_l("The archive's %(name)s is %(size)s bytes; at most %(limit)s are read.",
+                                    name=member.name, size=member.size, limit=limit))
         return b"".join(self.stream(member.size))
 
     def stream(self, size: int) -> Iterator[bytes]:
@@ -222,13 +234,13 @@ class _TarReader:
             yield chunk
         padding = -size % _BLOCK
         if padding and self._read(padding).strip(b"\0"):
-            raise InvalidArchive("The archive is damaged: non-zero padding after a member.")
+            raise InvalidArchive(_l("The archive is damaged: non-zero padding after a member."))
 
     def finish(self) -> None:
         """After the end marker: only zero padding, then the end of the gzip stream (checks its CRC)."""
         rest = self._gz.read(MAX_TRAILER_BYTES + 1)
         if len(rest) > MAX_TRAILER_BYTES or rest.strip(b"\0"):
-            raise InvalidArchive("The archive has data after its end-of-archive marker.")
+            raise InvalidArchive(_l("The archive has data after its end-of-archive marker."))
 
 
 # --------------------------------------------------------------------------- verification
@@ -252,30 +264,32 @@ def _parse_manifest(raw: bytes, max_bytes: int) -> Manifest:
     try:
         data = json.loads(raw)
     except ValueError:
-        raise InvalidArchive("The archive's manifest.json is not valid JSON.") from None
+        raise InvalidArchive(_l("The archive's manifest.json is not valid JSON.")) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InvalidArchive("This is not a Courtyard tenant archive (wrong format in manifest).")
+        raise InvalidArchive(_l("This is not a Courtyard tenant archive (wrong format in manifest)."))
     version = data.get("format_version")
     if type(version) is not int or version < 1:
-        raise InvalidArchive("The archive's manifest has no valid format_version.")
+        raise InvalidArchive(_l("The archive's manifest has no valid format_version."))
     if version != FORMAT_VERSION:
-        raise ArchiveTooNew(f"Archive format {version} is not supported (this server reads format {FORMAT_VERSION}).")
+        raise ArchiveTooNew(_l("Archive format %(version)s is not supported (this server reads format %(ours)s).",
+                               version=version, ours=FORMAT_VERSION))
     tenant, tables, revision = data.get("tenant"), data.get("tables"), data.get("schema_revision")
     if isinstance(tables, list) and len(tables) > MAX_TABLES:
-        raise InvalidArchive(f"The archive lists {len(tables)} tables; at most {MAX_TABLES} are accepted.")
+        raise InvalidArchive(_l("The archive lists %(count)s tables; at most %(limit)s are accepted.",
+                                count=len(tables), limit=MAX_TABLES))
     try:
         if not (isinstance(tenant, dict) and isinstance(tenant.get("name"), str) and isinstance(tables, list)
                 and isinstance(revision, str) and _REVISION.match(revision)):
             raise ValueError
         entries = tuple(_table_entry(e) for e in tables)
     except ValueError:
-        raise InvalidArchive("The archive's manifest.json is incomplete (tenant or tables malformed).") from None
+        raise InvalidArchive(_l("The archive's manifest.json is incomplete (tenant or tables malformed).")) from None
     if len({e.name for e in entries}) != len(entries):
-        raise InvalidArchive("The archive's manifest.json lists a table twice.")
+        raise InvalidArchive(_l("The archive's manifest.json lists a table twice."))
     total = sum(e.size for e in entries)
     if total > max_bytes:
-        raise InvalidArchive(f"The archive holds {total} bytes of table data; this server accepts at most "
-                             f"{max_bytes} (COURTYARD_ARCHIVE_MAX_BYTES).")
+        raise InvalidArchive(_l("The archive holds %(total)s bytes of table data; this server accepts at most "
+                                "%(limit)s (COURTYARD_ARCHIVE_MAX_BYTES).", total=total, limit=max_bytes))
     return Manifest(revision, tenant["name"], entries, hashlib.sha256(raw).hexdigest())
 
 
@@ -288,57 +302,65 @@ def _walk(path: Path, keys: Sequence[str], max_bytes: int, sink: Sink | None = N
     try:
         raw = path.open("rb")
     except FileNotFoundError:
-        raise InvalidArchive(f"No such file: {path}") from None
+        raise InvalidArchive(_l("No such file: %(path)s", path=_path(path))) from None
     except OSError as exc:
-        raise InvalidArchive(f"{path} cannot be read: {exc.strerror}.") from None
+        raise InvalidArchive(_l("%(path)s cannot be read: %(reason)s.", path=_path(path),
+                                reason=exc.strerror)) from None
     with raw:
         reader = _TarReader(raw)
         try:
             return _walk_members(reader, keys, max_bytes, sink, expect)
         except _NotTar:
             if reader.members_seen == 0:
-                raise InvalidArchive(f"{path} is not a Courtyard tenant archive (not a tar archive).") from None
-            raise InvalidArchive("The archive is damaged: a member header is not a tar header.") from None
+                raise InvalidArchive(_l("%(path)s is not a Courtyard tenant archive (not a tar archive).",
+                                        path=_path(path))) from None
+            raise InvalidArchive(_l("The archive is damaged: a member header is not a tar header.")) from None
         except (OSError, EOFError, zlib.error) as exc:
             if reader.members_seen == 0:
-                raise InvalidArchive(f"{path} is not a Courtyard tenant archive (unreadable: {exc}).") from None
-            raise InvalidArchive(f"The archive is damaged: {exc}.") from None
+                raise InvalidArchive(_l("%(path)s is not a Courtyard tenant archive (unreadable: %(reason)s).",
+                                        path=_path(path), reason=str(exc))) from None
+            raise InvalidArchive(_l("The archive is damaged: %(reason)s.", reason=str(exc))) from None
 
 
 def _walk_members(reader: _TarReader, keys: Sequence[str], max_bytes: int, sink: Sink | None,
                   expect: str | None) -> Manifest:
     first = reader.next()
     if first is None or first.name != MANIFEST:
-        raise InvalidArchive(
+        raise InvalidArchive(_l(
             "The archive has no manifest.json as its first member: it is not a Courtyard tenant archive, or it "
-            "was written before archives were signed (format 1); export it again with this version.")
+            "was written before archives were signed (format 1); export it again with this version."))
     raw_manifest = reader.read_small(first, MAX_MANIFEST_BYTES)
     second = reader.next()
     if second is None or second.name != SIGNATURE:
-        raise InvalidArchive("The archive is not signed: manifest.sig must follow manifest.json.")
+        raise InvalidArchive(_l("The archive is not signed: manifest.sig must follow manifest.json."))
     _verify(raw_manifest, reader.read_small(second, MAX_SIGNATURE_BYTES), keys)
     # Only now, with the manifest known to come from a holder of the key, is it parsed.
     manifest = _parse_manifest(raw_manifest, max_bytes)
     if expect is not None and manifest.digest != expect:
-        raise InvalidArchive("The archive changed while it was being imported.")
+        raise InvalidArchive(_l("The archive changed while it was being imported."))
     for entry in manifest.tables:
         member = reader.next()
         if member is None or member.name != entry.file:
-            raise InvalidArchive(f"The archive is damaged: {entry.file} is missing"
-                                 + (f" (found {member.name} in its place)." if member else "."))
+            if member is None:
+                raise InvalidArchive(_l("The archive is damaged: %(file)s is missing.", file=entry.file))
+            raise InvalidArchive(_l("The archive is damaged: %(file)s is missing (found %(found)s in its place).",
+                                    file=entry.file, found=member.name))
         if member.size != entry.size:
-            raise InvalidArchive(f"The archive is damaged: {entry.file} is {member.size} bytes, "
-                                 f"the manifest says {entry.size}.")
+            raise InvalidArchive(_ln(
+                "The archive is damaged: %(file)s is %(num)d byte, the manifest says %(expected)s.",
+                "The archive is damaged: %(file)s is %(num)d bytes, the manifest says %(expected)s.",
+                member.size, file=entry.file, expected=entry.size))
         digest = hashlib.sha256()
         with sink(entry) if sink is not None else _discard() as write:
             for chunk in reader.stream(member.size):
                 digest.update(chunk)
                 write(chunk)
             if digest.hexdigest() != entry.sha256:
-                raise InvalidArchive(f"The archive is damaged: checksum mismatch in {entry.file}.")
+                raise InvalidArchive(_l("The archive is damaged: checksum mismatch in %(file)s.", file=entry.file))
     extra = reader.next()
     if extra is not None:
-        raise InvalidArchive(f"Unexpected entry in archive after the last table: {extra.name!r}.")
+        raise InvalidArchive(_l("Unexpected entry in archive after the last table: '%(name)s'.",
+                                name=_entry_name(extra.name)))
     reader.finish()
     return manifest
 
@@ -351,7 +373,7 @@ def _discard() -> Iterator[Callable[[bytes], object]]:
 def verify_archive(path: Path, keys: Sequence[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Manifest:
     """Read the whole archive and check it (signature, structure, sizes, digests), writing nothing."""
     if not keys:
-        raise InvalidArchive("No archive key to verify with.")
+        raise InvalidArchive(_l("No archive key to verify with."))
     return _walk(path, keys, max_bytes)
 
 
@@ -374,7 +396,7 @@ def export_tenant(engine: Engine, slug: str, path: Path, *, key: str) -> Archive
                     "SELECT id, slug, name, status, schema_revision FROM shared.tenants WHERE slug = %(s)s",
                     {"s": slug}).first()
                 if row is None or row.status == "deleted":
-                    raise TenantNotFound(f"No tenant '{slug}'.")
+                    raise TenantNotFound(_l("No tenant '%(slug)s'.", slug=shown(slug)))
                 entries = [_spool_table(conn, schema_for(row.id), table, Path(spool)) for table in exported_tables()]
             manifest = {
                 "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -445,7 +467,8 @@ def import_tenant(session: Session, path: Path, new_slug: str, *, keys: Sequence
     # The whole file is checked before the first statement, so no transaction waits on that pass.
     manifest = verified or verify_archive(path, keys, max_bytes=max_bytes)
     if services.find_tenant(session, new_slug) is not None:
-        raise SlugTaken(f"The slug '{new_slug}' is already taken.", field_errors={"slug": ["Already taken."]})
+        raise SlugTaken(_l("The slug '%(slug)s' is already taken.", slug=new_slug),
+                        field_errors={"slug": [_l("Already taken.")]})
     script = script or migrator.tenant_script()
     head = migrator.tenant_head(script)
     to_archive, forward = _migration_path(script, manifest.revision, head)
@@ -456,7 +479,8 @@ def import_tenant(session: Session, path: Path, new_slug: str, *, keys: Sequence
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        raise SlugTaken(f"The slug '{new_slug}' is already taken.", field_errors={"slug": ["Already taken."]}) from None
+        raise SlugTaken(_l("The slug '%(slug)s' is already taken.", slug=new_slug),
+                        field_errors={"slug": [_l("Already taken.")]}) from None
     bt = services.bound(tenant)
     services.create_schema(session, bt)  # from the models, i.e. at the base tree's head
     conn = session.connection()
@@ -464,16 +488,16 @@ def import_tenant(session: Session, path: Path, new_slug: str, *, keys: Sequence
     try:
         migrator.apply_steps(conn, bt.schema, steps, direction)
     except Exception as exc:
-        raise InvalidArchive(f"This server cannot build a schema at the archive's revision {manifest.revision}: "
-                             f"{_brief(exc)}") from None
+        raise InvalidArchive(_l("This server cannot build a schema at the archive's revision %(revision)s: "
+                                "%(reason)s", revision=manifest.revision, reason=_brief(exc))) from None
     _match_tables(conn, bt.schema, manifest)
     counts = _load(conn, bt.schema, path, keys, max_bytes, manifest)
     if forward:
         try:
             migrator.apply_steps(conn, bt.schema, forward, "upgrade")
         except Exception as exc:
-            raise InvalidArchive(f"The archive's data could not be migrated from revision {manifest.revision} "
-                                 f"to {head}: {_brief(exc)}") from None
+            raise InvalidArchive(_l("The archive's data could not be migrated from revision %(revision)s to %(head)s: "
+                                    "%(reason)s", revision=manifest.revision, head=head, reason=_brief(exc))) from None
     conn.exec_driver_sql(f'UPDATE "{bt.schema}".alembic_version SET version_num = %(v)s', {"v": head})
     bind_tenant(session, bt)
     check_rows(session)
@@ -483,14 +507,15 @@ def import_tenant(session: Session, path: Path, new_slug: str, *, keys: Sequence
 
 def _brief(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    return (text[0] if text else type(exc).__name__)[:MAX_PARAM_CHARS]
 
 
 def _archived_name(manifest: Manifest) -> str:
     try:
         return services.clean_name(manifest.tenant_name, "name")
     except ValidationFailed as exc:
-        raise InvalidArchive(f"The archived company name is not valid ({exc.message}); pass another with --name.",
+        raise InvalidArchive(_l("The archived company name is not valid (%(reason)s); pass another with --name.",
+                                reason=exc.message),
                              field_errors={"name": exc.field_errors.get("name", [])}) from None
 
 
@@ -501,14 +526,15 @@ def _migration_path(script: ScriptDirectory, revision: str, head: str) -> tuple[
     except Exception:
         known_revision = None
     if known_revision is None:
-        raise ArchiveTooNew(f"The archive is at schema revision {revision!r}, which this server does not know: "
-                            f"it comes from a newer Courtyard (this server is at {head}). Upgrade this server first.")
+        raise ArchiveTooNew(_l("The archive is at schema revision '%(revision)s', which this server does not know: "
+                               "it comes from a newer Courtyard (this server is at %(head)s). Upgrade this server "
+                               "first.", revision=revision, head=head))
     models = migrator.tenant_head()  # what create_schema builds: the base tree's head
     try:
         forward = list(reversed(list(script.iterate_revisions(head, revision))))
     except Exception:
-        raise ArchiveTooNew(f"The archive's schema revision {revision!r} is not on this server's line of "
-                            f"revisions (head {head}).") from None
+        raise ArchiveTooNew(_l("The archive's schema revision '%(revision)s' is not on this server's line of "
+                               "revisions (head %(head)s).", revision=revision, head=head)) from None
     if revision == models:
         return ([], "upgrade"), forward
     try:  # older than the models: walk the models' schema down with the real downgrades
@@ -528,19 +554,20 @@ def _match_tables(conn: Connection, schema: str, manifest: Manifest) -> None:
     archived = {e.name: e for e in manifest.tables}
     unknown = sorted(set(archived) - set(found))
     if unknown:
-        raise InvalidArchive(f"The archive has a table revision {manifest.revision} does not have: "
-                             f"{', '.join(unknown[:5])}.")
+        raise InvalidArchive(_l("The archive has a table revision %(revision)s does not have: %(tables)s.",
+                                revision=manifest.revision, tables=", ".join(unknown[:5])))
     absent = sorted(set(found) - set(archived))
     if absent:
-        raise InvalidArchive(f"The archive is damaged: table {', '.join(absent[:5])} is missing.")
+        raise InvalidArchive(_l("The archive is damaged: table %(table)s is missing.", table=", ".join(absent[:5])))
     for table_name, entry in archived.items():
         extra = [c for c in entry.columns if c not in found[table_name]]
         if extra:
-            raise InvalidArchive(f"Table {table_name} in the archive has columns this server lacks: "
-                                 f"{', '.join(extra[:5])}.")
+            raise InvalidArchive(_l("Table %(table)s in the archive has columns this server lacks: %(columns)s.",
+                                    table=table_name, columns=", ".join(extra[:5])))
         lacking = sorted(found[table_name] - set(entry.columns))
         if lacking:
-            raise InvalidArchive(f"Table {table_name} in the archive lacks columns: {', '.join(lacking[:5])}.")
+            raise InvalidArchive(_l("Table %(table)s in the archive lacks columns: %(columns)s.",
+                                    table=table_name, columns=", ".join(lacking[:5])))
 
 
 def _load(conn: Connection, schema: str, path: Path, keys: Sequence[str], max_bytes: int,
@@ -557,7 +584,8 @@ def _load(conn: Connection, schema: str, path: Path, keys: Sequence[str], max_by
         except InvalidArchive:
             raise
         except Exception as exc:
-            raise InvalidArchive(f"Table {entry.name} could not be restored: {_brief(exc)}") from None
+            raise InvalidArchive(_l("Table %(table)s could not be restored: %(reason)s", table=entry.name,
+                                    reason=_brief(exc))) from None
 
     with cur:
         _walk(path, keys, max_bytes, into_table, expect=manifest.digest)
@@ -566,7 +594,9 @@ def _load(conn: Connection, schema: str, path: Path, keys: Sequence[str], max_by
             cur.execute(f'SELECT count(*) FROM "{schema}"."{entry.name}"')
             n = cur.fetchone()[0]
             if n != entry.rows:
-                raise InvalidArchive(f"Table {entry.name}: {n} rows restored, the manifest says {entry.rows}.")
+                raise InvalidArchive(_ln("Table %(table)s: %(num)d row restored, the manifest says %(expected)s.",
+                                         "Table %(table)s: %(num)d rows restored, the manifest says %(expected)s.",
+                                         n, table=entry.name, expected=entry.rows))
             counts[entry.name] = n
     return counts
 
@@ -593,14 +623,15 @@ def check_rows(session: Session) -> None:
     for table in exported_tables():
         check = ROW_CHECKS.get(table.name)
         if check is None:
-            raise InvalidArchive(f"Table {table.name} has no import check; it cannot be imported.")
+            raise InvalidArchive(_l("Table %(table)s has no import check; it cannot be imported.", table=table.name))
         check(session)
 
 
-def _refuse(table: str, row_id: object, field: str, exc: ValidationFailed | str) -> InvalidArchive:
-    reason = exc if isinstance(exc, str) else "; ".join(
-        str(m) for m in next(iter(exc.field_errors.values()), [exc.message]))
-    return InvalidArchive(f"Table {table}, row {row_id}: {field}: {reason}")
+def _refuse(table: str, row_id: object, field: str, exc: ValidationFailed | Message) -> InvalidArchive:
+    # A service's refusal names its field's problem first (its message alone when it has no field errors).
+    reason = exc if isinstance(exc, Message) else next(iter(exc.field_errors.values()), [exc.message])[0]
+    return InvalidArchive(_l("Table %(table)s, row %(row)s: %(field)s: %(reason)s", table=table, row=str(row_id),
+                             field=field, reason=reason))
 
 
 def _same(table: str, row_id: object, field: str, value: str, clean: Callable[[str], str]) -> None:
@@ -610,13 +641,13 @@ def _same(table: str, row_id: object, field: str, value: str, clean: Callable[[s
     except ValidationFailed as exc:
         raise _refuse(table, row_id, field, exc) from None
     if cleaned != value:
-        raise _refuse(table, row_id, field, "not in the form the application stores (spaces or case).")
+        raise _refuse(table, row_id, field, _l("not in the form the application stores (spaces or case)."))
 
 
 def _versions(session: Session, model: type[TenantRecord]) -> None:
     bad = session.scalar(select(model.id).where(model.version < 1).limit(1))
     if bad is not None:
-        raise _refuse(model.__tablename__, bad, "version", "must be at least 1.")  # type: ignore[attr-defined]
+        raise _refuse(model.__tablename__, bad, "version", _l("must be at least 1."))  # type: ignore[attr-defined]
 
 
 @row_check("roles")
@@ -630,13 +661,16 @@ def _check_roles(session: Session) -> None:
             _same("roles", role.id, "name_zh", role.name_zh, lambda v: services.clean_name(v, "name_zh", 100))
         unknown = [p for p in role.permissions if not known(p)]
         if unknown:
-            raise _refuse("roles", role.id, "permissions", f"{len(unknown)} unknown function(s).")
+            raise _refuse("roles", role.id, "permissions",
+                          _ln("%(num)d unknown function.", "%(num)d unknown functions.", len(unknown)))
         if role.builtin != (role.key in perms.DEFAULT_ROLES):
-            raise _refuse("roles", role.id, "builtin", "only the default roles are built in.")
+            raise _refuse("roles", role.id, "builtin", _l("only the default roles are built in."))
         seen.add(role.key)
     missing = sorted(set(perms.DEFAULT_ROLES) - seen)
     if missing:
-        raise InvalidArchive(f"Table roles lacks the built-in role(s): {', '.join(missing)}.")
+        raise InvalidArchive(_ln("Table roles lacks the built-in role: %(roles)s.",
+                                 "Table roles lacks the built-in roles: %(roles)s.", len(missing),
+                                 roles=", ".join(missing)))
 
 
 @row_check("departments")
@@ -653,7 +687,7 @@ def _check_departments(session: Session) -> None:
         cursor = start
         while cursor is not None and cursor not in rooted:
             if cursor in chain:
-                raise _refuse("departments", start, "parent_id", "the departments form a cycle.")
+                raise _refuse("departments", start, "parent_id", _l("the departments form a cycle."))
             chain.append(cursor)
             cursor = parents[cursor]
         rooted.update(chain)
@@ -671,12 +705,12 @@ def _check_users(session: Session) -> None:
             if problem:
                 raise _refuse("users", user.id, "password_hash", problem)
         if user.locale not in (None, "en", "zh"):
-            raise _refuse("users", user.id, "locale", "en, zh or empty.")
+            raise _refuse("users", user.id, "locale", _l("en, zh or empty."))
         if user.active and user.deactivated_at is not None:
-            raise _refuse("users", user.id, "deactivated_at", "set on an active user.")
+            raise _refuse("users", user.id, "deactivated_at", _l("set on an active user."))
         admins += user.active and user.role.key == "admin"
     if not admins:
-        raise InvalidArchive("Table users has no active administrator; the tenant could not be managed.")
+        raise InvalidArchive(_l("Table users has no active administrator; the tenant could not be managed."))
 
 
 @row_check("audit_log")

@@ -154,7 +154,7 @@ def resolve_tenant() -> None:
     g.user = None
     tenant_var.set(None)
     if _prefix_on_tenant_host(request, rt.settings):
-        raise NotFound("Not found.")
+        raise NotFound(_l("Not found."))
     if request.endpoint in TENANTLESS_ENDPOINTS:
         return
     slug = requested_slug(request, rt.settings)

@@ -600,7 +600,7 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
 def change_password(session: Session, actor: Actor, user_id: uuid.UUID, current: str, new: str) -> None:
     user = get_user(session, user_id)
     if actor.id != user.id:
-        raise PermissionDenied("You can only change your own password.")
+        raise PermissionDenied(_l("You can only change your own password."))
     release(session)  # argon2 twice: outside the transaction
     if not verify_password(user.password_hash, current):
         raise ValidationFailed(_l("The current password is wrong."),
@@ -688,12 +688,12 @@ def accept_invitation(session: Session, secret: str, *, name: str, password: str
     locked = session.scalar(select(Invitation).where(Invitation.id == inv.id).with_for_update()
                             .execution_options(populate_existing=True))
     if locked is None:
-        raise InvalidToken("This invitation link is invalid or has expired. Ask for a new one.")
+        raise InvalidToken(_l("This invitation link is invalid or has expired. Ask for a new one."))
     inv = locked
     if inv.revoked_at is not None or inv.accepted_at is not None or inv.expires_at < utcnow():
-        raise InvalidToken("This invitation link is invalid or has expired. Ask for a new one.")
+        raise InvalidToken(_l("This invitation link is invalid or has expired. Ask for a new one."))
     if find_user_by_email(session, inv.email) is not None:
-        raise EmailTaken("This address already has an account; sign in instead.")
+        raise EmailTaken(_l("This address already has an account; sign in instead."))
     user = User(email=inv.email, name=display_name, password_hash=password_hash, role_id=inv.role_id,
                 department_id=inv.department_id, created_by=inv.created_by)
     session.add(user)
@@ -703,7 +703,7 @@ def accept_invitation(session: Session, secret: str, *, name: str, password: str
             session.flush()
     except IntegrityError:
         # The same address made a user some other way (created by an admin) in the meantime.
-        raise EmailTaken("This address already has an account; sign in instead.") from None
+        raise EmailTaken(_l("This address already has an account; sign in instead.")) from None
     session.refresh(user)
     audit(session, Actor(user.id, user.email, frozenset()), "user.joined", "user", user.id,
           after=snapshot(user, USER_FIELDS))
@@ -738,7 +738,7 @@ def reset_password(session: Session, secret: str, new_password: str) -> User:
     reset = open_reset(session, secret)
     user = get_user(session, reset.user_id)
     if not user.active:
-        raise InvalidToken("This account is deactivated.")
+        raise InvalidToken(_l("This account is deactivated."))
     check_password(new_password)
     release(session)  # argon2 outside the transaction, and only for a link that works
     password_hash = hash_password(new_password)
@@ -746,7 +746,7 @@ def reset_password(session: Session, secret: str, new_password: str) -> User:
     locked = session.scalar(select(PasswordReset).where(PasswordReset.id == reset.id).with_for_update()
                             .execution_options(populate_existing=True))
     if locked is None or locked.used_at is not None:
-        raise InvalidToken("This reset link is invalid or has expired. Ask for a new one.")
+        raise InvalidToken(_l("This reset link is invalid or has expired. Ask for a new one."))
     user.password_hash = password_hash
     reset.used_at = utcnow()
     # Every other open link for this user dies with this one.
@@ -888,14 +888,14 @@ def _check_parent(session: Session, parent_id: uuid.UUID, moving_id: uuid.UUID |
         func.count(), func.coalesce(func.bool_or(up.c.id == moving_id), False),
         func.coalesce(func.bool_or(up.c.parent_id.is_(None)), False))).one()
     if not found:
-        raise ValidationFailed("No such department.", field_errors={"department_id": ["Unknown department."]})
+        raise ValidationFailed(_l("No such department."), field_errors={"department_id": [_l("Unknown department.")]})
     if loops:
-        raise ValidationFailed("A department cannot be moved under itself.",
-                               field_errors={"parent_id": ["Would create a cycle."]})
+        raise ValidationFailed(_l("A department cannot be moved under itself."),
+                               field_errors={"parent_id": [_l("Would create a cycle.")]})
     if not rooted:
-        msg = (f"The chosen parent is not reachable from the top level within {MAX_DEPARTMENT_DEPTH} levels; "
-               f"move it to the top level first.")
-        raise ValidationFailed(msg, field_errors={"parent_id": ["Not reachable from the top level."]})
+        raise ValidationFailed(_l("The chosen parent is not reachable from the top level within %(depth)s levels; "
+                                  "move it to the top level first.", depth=MAX_DEPARTMENT_DEPTH),
+                               field_errors={"parent_id": [_l("Not reachable from the top level.")]})
 
 
 def save_department(session: Session, actor: Actor, *, name: str, parent_id: uuid.UUID | None,
@@ -908,7 +908,7 @@ def save_department(session: Session, actor: Actor, *, name: str, parent_id: uui
         # Read again under the lock: a copy loaded earlier in this request may predate a move just committed.
         dept = session.get(Department, department_id, populate_existing=True)
         if dept is None:
-            raise NotFound("No such department.")
+            raise NotFound(_l("No such department."))
     if parent_id is not None:
         _check_parent(session, parent_id, department_id)
     else:
@@ -917,8 +917,8 @@ def save_department(session: Session, actor: Actor, *, name: str, parent_id: uui
         if department_id is not None:
             stmt = stmt.where(Department.id != department_id)
         if session.scalar(stmt.limit(1)) is not None:
-            msg = f"A department named '{name}' already exists there."
-            raise Conflict(msg, field_errors={"name": ["Already exists at this level."]})
+            raise Conflict(_l("A department named '%(name)s' already exists there.", name=shown(name)),
+                           field_errors={"name": [_l("Already exists at this level.")]})
     if dept is None:
         dept = Department(name=name, parent_id=parent_id, created_by=_uid(actor), updated_by=_uid(actor))
         session.add(dept)
@@ -931,7 +931,7 @@ def save_department(session: Session, actor: Actor, *, name: str, parent_id: uui
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        raise Conflict(_l("A department named '%(name)s' already exists there.", name=name),
+        raise Conflict(_l("A department named '%(name)s' already exists there.", name=shown(name)),
                        field_errors={"name": [_l("Already exists at this level.")]}) from None
     audit(session, actor, action, "department", dept.id, before=before, after=snapshot(dept, ("name", "parent_id")))
     return dept

@@ -319,7 +319,8 @@ USERS_PER_PAGE = 50
 def _page_number() -> int:
     raw = request.args.get("page", "1")
     if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 6 and int(raw) >= 1):
-        raise DomainError("The page number must be a whole number from 1.", field_errors={"page": ["Invalid page."]})
+        raise DomainError(_l("The page number must be a whole number from 1."),
+                          field_errors={"page": [_l("Invalid page.")]})
     return int(raw)
 
 

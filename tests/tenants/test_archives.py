@@ -253,6 +253,24 @@ def test_links_devices_and_paths_outside_the_archive_are_refused(committed_db: D
     refused(committed_db, engine, later, "Unexpected entry in archive")
 
 
+def test_refusals_are_catalog_messages_in_the_readers_language_with_odd_names_escaped(app, tmp_path: Path) -> None:
+    link = write_tar(tmp_path / "link.tar.gz", [(info("data/users.copy", kind=tarfile.SYMTYPE, link="/x"), None)])
+    with pytest.raises(InvalidArchive) as refused:
+        archive.verify_archive(link, [KEY])
+    message = refused.value.message
+    assert str(message) == ("Unexpected entry in archive: 'data/users.copy' is a symbolic link; an archive holds "
+                            "regular files only.")
+    with app.test_request_context("/", headers={"Accept-Language": "zh-CN"}):
+        assert str(message) == "归档中有意外的条目：“data/users.copy”是符号链接；归档中只能包含普通文件。"
+    # A name with control characters is quoted escaped (it reaches terminals and logs), and cut short.
+    odd = write_tar(tmp_path / "odd.tar.gz", [(info("data/a\nb\x1b[2J" + "y" * 80), b"x")])
+    with pytest.raises(InvalidArchive) as refused:
+        archive.verify_archive(odd, [KEY])
+    assert str(refused.value).startswith("Unexpected entry in archive: 'data/a\\nb\\x1b[2Jyyy")
+    assert "\n" not in str(refused.value)
+    assert "…' (allowed: manifest.json" in str(refused.value)
+
+
 # --------------------------------------------------------------------------- finding 7: signatures
 
 

@@ -65,6 +65,9 @@ def test_a_slow_statement_is_cancelled_with_a_clear_answer(limited_app):
     assert response.status_code == 503
     assert response.get_json()["code"] == "database_timeout"
     assert response.headers["Retry-After"]
+    chinese = limited_app.test_client().get("/_probe/slow", headers={"Accept": "application/json",
+                                                                      "Accept-Language": "zh-CN"})
+    assert chinese.get_json()["message"] == "数据库响应超时，请求已取消，请重试。"
 
 
 def test_a_request_waiting_for_a_lock_gives_up_with_a_clear_answer(limited_app, engine):
@@ -76,6 +79,7 @@ def test_a_request_waiting_for_a_lock_gives_up_with_a_clear_answer(limited_app, 
             holder.execute(text("SELECT pg_advisory_unlock(7, 7)"))
     assert response.status_code == 503
     assert response.get_json()["code"] == "database_busy"
+    assert response.get_json()["message"].startswith("The data is being changed by another operation")
 
 
 def test_the_cli_and_the_app_get_different_limits():

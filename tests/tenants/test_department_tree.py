@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from core.errors import ValidationFailed
+from core.i18n import _l
 from core.permissions import Actor
 from tenants import services
 from tenants.models import Department
@@ -76,7 +77,7 @@ def test_two_crossing_moves_at_once_leave_no_cycle(committed_db, engine):
     assert not thread.is_alive()
     assert waited, "the second move did not wait for the first"
     assert isinstance(outcome["result"], ValidationFailed), outcome
-    assert outcome["result"].field_errors == {"parent_id": ["Would create a cycle."]}
+    assert outcome["result"].field_errors == {"parent_id": [_l("Would create a cycle.")]}
     with committed_db.transaction(tenant) as s:
         parents = {row[0]: row[1] for row in s.execute(select(Department.id, Department.parent_id))}
     assert parents == {a: b, b: None}
@@ -131,4 +132,4 @@ def test_a_parent_deeper_than_the_bound_is_refused(db, tenant):
             parent = services.save_department(s, ACTOR, name=f"Level {depth}", parent_id=parent).id
         with pytest.raises(ValidationFailed) as refused:
             services.save_department(s, ACTOR, name="Too deep", parent_id=parent)
-    assert refused.value.field_errors == {"parent_id": ["Not reachable from the top level."]}
+    assert refused.value.field_errors == {"parent_id": [_l("Not reachable from the top level.")]}

@@ -13,6 +13,7 @@ from tests.conftest import host, sign_in
 from tests.tenants.test_api import api, assert_error, token
 
 ACTOR = Actor.system("list-test")
+ZH = {"Accept-Language": "zh-CN,zh;q=0.9"}
 
 
 def add_users(db, tenant, names: list[str], *, inactive_every: int = 0) -> None:
@@ -70,5 +71,12 @@ def test_the_users_page_pages_instead_of_stopping(client, db, tenant):
     assert len(re.findall(r"Member \d{3}", second)) == 10
     assert 'rel="prev"' in second
     assert 'rel="next"' not in second
+    # The pager's own words are catalog messages with their numbers filled in, in either language.
+    assert "Page 2 of 2 · 61" in second
+    chinese = client.get("/admin/users?page=2", headers={**host("acme"), **ZH}).get_data(as_text=True)
+    assert "第 2 页，共 2 页 · 61" in chinese
+    assert "上一页" in chinese
     for bad in ("0", "abc", "9" * 20):
         assert client.get(f"/admin/users?page={bad}", headers=host("acme")).status_code == 400
+    refused = client.get("/admin/users?page=0", headers={**host("acme"), **ZH}).get_data(as_text=True)
+    assert "页码必须是从 1 开始的整数。" in refused
