@@ -133,15 +133,15 @@ def test_up_prints_running_only_after_the_web_server_answered(monkeypatch, tmp_p
         return procs[-1]
 
     monkeypatch.setattr(cli, "_resolved", lambda: (_Engine(), settings))
-    monkeypatch.setattr(migrator, "upgrade_shared", lambda _engine: None)
-    monkeypatch.setattr(migrator, "migrate_fleet", lambda _engine, workers: type("R", (), {"failed": []})())
+    monkeypatch.setattr(migrator, "upgrade_shared", lambda *_args, **_kwargs: None)
+    monkeypatch.setattr(migrator, "migrate_fleet", lambda _engine, **_kwargs: type("R", (), {"failed": []})())
     monkeypatch.setattr(cli, "ensure_demo", lambda _engine: [])
     monkeypatch.setattr(cli.subprocess, "Popen", popen)
     monkeypatch.setattr(runtime, "wait_until_answering", waited)
     monkeypatch.setattr(cli.time, "sleep", lambda _s: procs[1].send_signal(15))  # the worker "exits"
     monkeypatch.setattr(cli.signal, "signal", lambda *_: None)
     result = CliRunner().invoke(cli.up, ["--port", "8123"])
-    assert events == ["waited for http://127.0.0.1:8123/healthz"]
+    assert events == ["waited for http://127.0.0.1:8123/healthz"], result.output
     assert all(p.returncode is not None for p in procs), "every child is stopped"
     if answers:
         assert result.exit_code == 0, result.output
