@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
+# Citus source for `make test-citus` (a test tool, never part of the product; see docs/scaling.md).
+CITUS_ARCHIVE ?= ../shared/citus/citus-14.0.1.tar.gz
+CITUS_WORKERS ?= 2
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +44,14 @@ lint: install ## ruff, mypy and the import-layer contract
 test: install /usr/bin/chromium lint ## Lint, then the whole suite against real PostgreSQL, Redis and Chromium
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider
 
+test-citus: install /usr/bin/chromium ## The whole suite on a 3-node Citus cluster (builds Citus once into var/citus/)
+	@test -f "$(CITUS_ARCHIVE)" || { echo "Citus source archive not found: $(CITUS_ARCHIVE)" >&2; \
+	  echo "Pass its path: make test-citus CITUS_ARCHIVE=/path/to/citus-14.0.1.tar.gz" >&2; exit 2; }
+	@# Also collects tests/citus/ (only Citus can show those): tests/conftest.py ignores that folder
+	@# unless the cluster script has set COURTYARD_TEST_CITUS.
+	$(BIN)/python tests/citus/cluster.py --archive "$(CITUS_ARCHIVE)" run -- \
+	  $(BIN)/pytest -n $(CITUS_WORKERS) --dist loadgroup -p no:cacheprovider $(PYTEST_ARGS)
+
 bench: install /usr/bin/wrk ## Benchmarks: provisioning, fleet migration, request path (see bench/README.md)
 	$(BIN)/python bench/tenants.py
 	$(BIN)/python bench/api.py
@@ -48,4 +59,4 @@ bench: install /usr/bin/wrk ## Benchmarks: provisioning, fleet migration, reques
 clean: ## Remove var/ (all local data) and the virtualenv
 	rm -rf var $(VENV) node_modules
 
-.PHONY: help install run lint test bench clean
+.PHONY: help install run lint test test-citus bench clean

@@ -7,12 +7,13 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from alembic.script import ScriptDirectory
 from celery import Celery, current_app, shared_task
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from core.tasks import OutboxTask, publish, relay, seal, send_after_commit, unseal
 from courtyard.celery_app import make_celery
-from tenants import services
+from tenants import migrator, services
 from tests.conftest import sign_in
 from tests.tenants.test_views import flashes, mails_since, outbox, post
 
@@ -178,3 +179,21 @@ def test_waiting_arguments_are_sealed_and_a_changed_secret_key_holds_only_those_
     assert RAN == ["reset link https://acme.example/reset/s3cr3t"]
     assert len(queued(db)) == 1
     assert "sealed with another secret key" in caplog.text
+
+
+def test_the_outbox_is_in_citus_metadata_exactly_when_citus_is_installed(engine):
+    """Migration 0005: on Citus the outbox is a Citus local table (so that it commits two-phase with
+    tenant rows on workers, see tests/citus/); on plain PostgreSQL it stays an ordinary table and the
+    migration is harmless."""
+    with engine.connect() as conn:
+        head = ScriptDirectory.from_config(migrator.alembic_config("shared")).get_current_head()
+        assert conn.execute(text("SELECT version_num FROM shared.alembic_version")).scalar() == head
+        if conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).first() is None:
+            assert conn.execute(text("SELECT to_regclass('pg_dist_partition')")).scalar() is None
+            assert conn.execute(text("SELECT relkind FROM pg_class WHERE oid = 'shared.task_outbox'::regclass")
+                                ).scalar() == "r"
+        else:
+            placement = conn.execute(text(
+                "SELECT partmethod, repmodel FROM pg_dist_partition WHERE logicalrelid = 'shared.task_outbox'::regclass"
+            )).one()
+            assert tuple(placement) == ("n", "s")  # no distribution column, one shard: a Citus local table
