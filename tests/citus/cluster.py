@@ -307,7 +307,7 @@ def run(archive: Path, command: Sequence[str]) -> int:
                 child.kill()
                 code = child.wait()
         say(f"command finished with status {code} in {time.monotonic() - started:.0f} s; stopping the cluster")
-        return code
+        return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
 def main(argv: Sequence[str] | None = None) -> int:
