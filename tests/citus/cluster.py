@@ -265,7 +265,9 @@ class Cluster:
     def environment(self) -> dict[str, str]:
         # The workers are not listed: the harness reads them from pg_dist_node, as bench/ does.
         return {"COURTYARD_TEST_CITUS": json.dumps({
-            "admin_url": self.coordinator.url(), "role": APP_ROLE, "password": APP_PASSWORD})}
+                    "admin_url": self.coordinator.url(), "role": APP_ROLE, "password": APP_PASSWORD}),
+                # The same superuser URL on its own, for a shell command (bench/README.md).
+                "COURTYARD_TEST_CITUS_ADMIN_URL": self.coordinator.url()}
 
 
 @contextmanager
