@@ -8,7 +8,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 # Citus source for `make test-citus` (a test tool, never part of the product; see docs/scaling.md).
 CITUS_ARCHIVE ?= ../shared/citus/citus-14.0.1.tar.gz
-CITUS_WORKERS ?= 2
+# pytest-xdist processes for test-citus (the cluster itself always has two Citus workers).
+CITUS_PYTEST_WORKERS ?= 2
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,7 +51,7 @@ test-citus: install /usr/bin/chromium ## The whole suite on a 3-node Citus clust
 	@# Also collects tests/citus/ (only Citus can show those): tests/conftest.py ignores that folder
 	@# unless the cluster script has set COURTYARD_TEST_CITUS.
 	$(BIN)/python tests/citus/cluster.py --archive "$(CITUS_ARCHIVE)" run -- \
-	  $(BIN)/pytest -n $(CITUS_WORKERS) --dist loadgroup -p no:cacheprovider $(PYTEST_ARGS)
+	  $(BIN)/pytest -n $(CITUS_PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install /usr/bin/wrk ## Benchmarks: provisioning, fleet migration, request path (see bench/README.md)
 	$(BIN)/python bench/tenants.py

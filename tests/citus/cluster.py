@@ -212,8 +212,13 @@ class Cluster:
                     # by default above). See tests/citus/test_outbox_two_phase.py.
                     conf.write("synchronous_standby_names = 'citus_test_no_such_standby'\n")
         for node in self.nodes:
-            self._as_owner([str(self.bin / "pg_ctl"), "-D", str(node.data), "-l", str(node.data / "server.log"),
-                            "-w", "-t", "60", "start"])
+            log = node.data / "server.log"
+            try:
+                self._as_owner([str(self.bin / "pg_ctl"), "-D", str(node.data), "-l", str(log), "-w", "-t", "60",
+                                "start"])
+            except subprocess.CalledProcessError:
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+                fail(f"{node.name} on port {node.port} did not start:\n{tail}")
             self.started.append(node)
         say(f"coordinator 127.0.0.1:{self.coordinator.port}, workers "
             + ", ".join(f"127.0.0.1:{w.port}" for w in self.workers))
