@@ -12,6 +12,10 @@ CATALOGS := $(wildcard $(TRANSLATIONS)/*/LC_MESSAGES/messages.po)
 # The markers of core.i18n beside Babel's defaults (_, gettext, ngettext ...); tests/core/test_i18n.py uses the same.
 I18N_KEYWORDS := -k _l -k _ln:1,2 -k _n:1,2
 I18N_IGNORE := .* ._ __pycache__ var node_modules tests bench migrations docs
+# Citus source for `make test-citus` (a test tool, never part of the product; see docs/scaling.md).
+CITUS_ARCHIVE ?= ../shared/citus/citus-14.0.1.tar.gz
+# pytest-xdist processes for test-citus (the cluster itself always has two Citus workers).
+CITUS_PYTEST_WORKERS ?= 2
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +61,14 @@ lint: install ## ruff, mypy and the import-layer contract
 test: install /usr/bin/chromium lint ## Lint, then the whole suite against real PostgreSQL, Redis and Chromium
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider
 
+test-citus: install /usr/bin/chromium ## The whole suite on a 3-node Citus cluster (builds Citus once into var/citus/)
+	@test -f "$(CITUS_ARCHIVE)" || { echo "Citus source archive not found: $(CITUS_ARCHIVE)" >&2; \
+	  echo "Pass its path: make test-citus CITUS_ARCHIVE=/path/to/citus-14.0.1.tar.gz" >&2; exit 2; }
+	@# Also collects tests/citus/ (only Citus can show those): tests/conftest.py ignores that folder
+	@# unless the cluster script has set COURTYARD_TEST_CITUS.
+	$(BIN)/python tests/citus/cluster.py --archive "$(CITUS_ARCHIVE)" run -- \
+	  $(BIN)/pytest -n $(CITUS_PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider $(PYTEST_ARGS)
+
 bench: install /usr/bin/wrk ## Benchmarks: provisioning, fleet migration, request path (see bench/README.md)
 	$(BIN)/python bench/tenants.py
 	$(BIN)/python bench/api.py
@@ -64,4 +76,4 @@ bench: install /usr/bin/wrk ## Benchmarks: provisioning, fleet migration, reques
 clean: ## Remove var/ (all local data) and the virtualenv
 	rm -rf var $(VENV) node_modules
 
-.PHONY: help install i18n run lint test bench clean
+.PHONY: help install i18n run lint test test-citus bench clean

@@ -292,13 +292,16 @@ def main(argv: list[str] | None = None) -> int:
 
     with benchlib.bench_env(args.var_dir) as env:
         log(f"Database {env.database} ({'embedded, var/bench' if env.embedded else 'configured server'})")
+        engine_measured = env.engine
         data = seed(env.database_url)
         if args.profile:
+            print(f"Engine: {engine_measured}")
             profile(env, data, args.profile, args.top)
             return 0
         runs = bench_http(env, data, args)
 
     summary = summarise(runs)
+    print(f"Engine: {engine_measured}")
     print(f"GET /api/v1/users/<id>: gunicorn {args.workers} × {args.worker_class}"
           f"{f' ({args.threads} threads)' if args.worker_class == 'gthread' else ''}, "
           f"wrk {args.connections} connections, {args.duration} s × {args.rounds} round(s), loopback")
@@ -312,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  CPU per request (app + db): full {summary['app_cpu_ms']:.2f} + {summary['db_cpu_ms']:.2f} ms, "
           f"bare {summary['bare_app_cpu_ms']:.2f} + {summary['bare_db_cpu_ms']:.2f} ms; ratio bare / full "
           f"{summary['cpu_ratio']:.2f} (what the throughput ratio tends to when the CPUs are the limit)")
-    print(json.dumps({k: summary[k] for k in ("rps", "p99_ms", "bare_rps", "bare_p99_ms", "ratio", "cpu_ratio")}))
+    print(json.dumps({k: summary[k] for k in ("rps", "p99_ms", "bare_rps", "bare_p99_ms", "ratio", "cpu_ratio")}
+                     | {"engine": engine_measured}))
     return 0
 
 

@@ -3,6 +3,9 @@
 Every benchmark gets its own database (``bench_<random>``), dropped at the end, on either the
 embedded PostgreSQL under ``var/bench/`` (started here and stopped here) or the server named by
 ``COURTYARD_DATABASE_URL``; Redis likewise. Nothing here touches the development data under ``var/``.
+When the configured server is a Citus coordinator, the database is made on every node with the
+extension, the nodes registered and schema-based sharding on (so the tenants really are distributed),
+or the run stops with the reason; each benchmark prints which engine it measured.
 
 The scripts are run as ``python bench/<name>.py``, which puts ``bench/`` first on ``sys.path``;
 ``bench/tenants.py`` would then shadow the platform's ``tenants`` package. :func:`fix_sys_path`
@@ -60,7 +63,12 @@ class BenchEnv:
     redis_url: str
     database: str
     embedded: bool
+    engine: str            # what was measured: "PostgreSQL 18.6" or "Citus 14.0-1: coordinator …, 2 worker(s) …"
     pg_pid: int | None = None  # the embedded server's postmaster (for CPU accounting), else None
+
+    @property
+    def citus(self) -> bool:
+        return self.engine.startswith("Citus")
 
 
 def _stop_handle(handle: Any) -> None:
@@ -78,6 +86,7 @@ def bench_env(var_dir: Path | None = None, *, need_redis: bool = True) -> Iterat
     import psycopg
 
     from core.settings import Settings
+    from courtyard import citus
     from courtyard.runtime import ensure_services
 
     base = Settings.from_env()
@@ -90,20 +99,50 @@ def bench_env(var_dir: Path | None = None, *, need_redis: bool = True) -> Iterat
         handles = services.handles
         name = f"bench_{secrets.token_hex(5)}"
         admin_url = with_database(services.database_url, "postgres")
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        cluster = _citus_cluster(admin_url)
+        if cluster is None:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                engine = f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]}"  # type: ignore[index]
+                conn.execute(f'CREATE DATABASE "{name}"')
+        else:
+            engine = cluster.describe() + ", schema-based sharding on"
+            try:
+                citus.create_database(cluster, name, schema_sharding=True)
+            except psycopg.Error as exc:
+                with contextlib.suppress(psycopg.Error):
+                    citus.drop_database(cluster, name)
+                msg = (f"cannot make a Citus database on {cluster.describe()}: {exc}. The benchmarks need a "
+                       "superuser's COURTYARD_DATABASE_URL on a Citus coordinator (they create a database on "
+                       "every node); use a plain PostgreSQL to measure without Citus.")
+                raise SystemExit(msg) from None
         try:
             url = with_database(services.database_url, name)
             pg_pid = next((h.get_pid() for h in handles if hasattr(h, "get_pid")), None)
             yield BenchEnv(settings.with_overrides(database_url=url, redis_url=services.redis_url,
                                                    secret_key=settings.secret_key or "bench"),
-                           url, services.redis_url, name, embedded=base.database_url is None, pg_pid=pg_pid)
+                           url, services.redis_url, name, embedded=base.database_url is None, engine=engine,
+                           pg_pid=pg_pid)
         finally:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if cluster is None:
+                with psycopg.connect(admin_url, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            else:
+                citus.drop_database(cluster, name)
     finally:
         for handle in reversed(handles):
             _stop_handle(handle)
+
+
+def _citus_cluster(admin_url: str) -> Any:
+    """The Citus cluster behind ``admin_url``, None on plain PostgreSQL; stops the run when Citus is
+    there but its workers cannot be found (measuring would quietly measure one node)."""
+    from courtyard import citus
+
+    try:
+        return citus.discover(admin_url)
+    except citus.CitusUnavailable as exc:
+        msg = f"refusing to measure: {exc}"
+        raise SystemExit(msg) from None
 
 
 def tree_cpu_s(pid: int | None) -> float:

@@ -1,6 +1,7 @@
 """Test fixtures: real PostgreSQL and Redis, one database per xdist worker, a savepoint per test.
 
-Servers: the embedded ones under var/test/ (or COURTYARD_DATABASE_URL / COURTYARD_REDIS_URL when set).
+Servers: the embedded ones under var/test/ (or COURTYARD_DATABASE_URL / COURTYARD_REDIS_URL when set),
+or, under `make test-citus`, a Citus cluster (COURTYARD_TEST_CITUS, see tests/citus/cluster.py).
 Each worker gets its own database (migrated once) and its own Redis db number. Most tests run inside
 one outer transaction that is rolled back, with every session the app opens joining it through a
 savepoint; tests that need real commits (CLI, live server, fleet migration) use `committed_db` and
@@ -9,6 +10,8 @@ clean up what they made.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -24,12 +27,18 @@ from core.db import Database, make_engine
 from core.permissions import Actor
 from core.settings import Settings, project_root
 from core.tasks import TaskRuntime, configure_tasks, task_runtime
+from courtyard import citus
 from courtyard.app import create_app
 from courtyard.celery_app import make_celery
 from courtyard.runtime import ensure_services
 from tenants import migrator, services
 
 TEST_VAR = project_root() / "var" / "test"
+# Set by `make test-citus` (tests/citus/cluster.py): the suite then runs on a Citus cluster.
+CITUS_ENV = "COURTYARD_TEST_CITUS"
+# tests/citus/ holds what only a Citus cluster can show; `make test` does not collect it at all
+# (rather than skipping it), `make test-citus` runs it with everything else.
+collect_ignore = [] if CITUS_ENV in os.environ else ["citus"]
 PASSWORD = "correct horse battery"
 
 
@@ -40,13 +49,8 @@ def _worker_index(worker_id: str) -> int:
 @pytest.fixture(scope="session")
 def servers(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     env = Settings.from_env()
-    # One PostgreSQL server for all runs (embedded under var/test/ unless configured), and a database
-    # of this worker's own, named uniquely so that concurrent runs never drop each other's.
-    running = ensure_services(env.with_overrides(var_dir=TEST_VAR, redis_url=env.redis_url or "redis://unused"))
+    # A database of this worker's own, named uniquely so that concurrent runs never drop each other's.
     db_name = f"courtyard_test_{worker_id}_{uuid.uuid4().hex[:8]}"
-    admin_url = _with_database(running.database_url, "postgres")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db_name}"')
     # Redis: a private embedded server per worker (flushing it cannot disturb anyone else), or a db
     # number of the configured server.
     redis_handle = None
@@ -57,11 +61,45 @@ def servers(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         redis_url = f"unix://{redis_handle.socket_file}"
     else:
         redis_url = _with_redis_db(env.redis_url, _worker_index(worker_id) + 1)
-    yield _with_database(running.database_url, db_name), redis_url
+    try:
+        if CITUS_ENV in os.environ:
+            with _citus_database(db_name) as db_url:
+                yield db_url, redis_url
+        else:
+            with _plain_database(env, db_name) as db_url:
+                yield db_url, redis_url
+    finally:
+        if redis_handle is not None:
+            redis_handle.shutdown()
+
+
+@contextlib.contextmanager
+def _plain_database(env: Settings, db_name: str) -> Iterator[str]:
+    """One PostgreSQL server for all runs (embedded under var/test/ unless configured)."""
+    running = ensure_services(env.with_overrides(var_dir=TEST_VAR, redis_url=env.redis_url or "redis://unused"))
+    admin_url = _with_database(running.database_url, "postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-    if redis_handle is not None:
-        redis_handle.shutdown()
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    try:
+        yield _with_database(running.database_url, db_name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _citus_database(db_name: str) -> Iterator[str]:
+    """`make test-citus`: the database on every node of the cluster, the suite connected as the
+    application's ordinary role (docs/scaling.md); the superuser only makes and drops databases."""
+    conf = json.loads(os.environ[CITUS_ENV])
+    cluster = citus.discover(conf["admin_url"])
+    assert cluster is not None, f"{CITUS_ENV} names a server without Citus"
+    citus.create_database(cluster, db_name, owner=conf["role"])
+    try:
+        node = cluster.coordinator
+        yield f"postgresql://{conf['role']}:{conf['password']}@{node.host}:{node.port}/{db_name}"
+    finally:
+        citus.drop_database(cluster, db_name)
 
 
 def _with_redis_db(url: str, number: int) -> str:

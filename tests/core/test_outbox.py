@@ -8,8 +8,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from alembic.script import ScriptDirectory
 from celery import Celery, current_app, shared_task
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from core.db import uuid7
 from core.tasks import (
@@ -32,7 +33,7 @@ from core.tasks import (
     unseal,
 )
 from courtyard.celery_app import make_celery
-from tenants import services
+from tenants import migrator, services
 from tests.conftest import sign_in
 from tests.tenants.test_views import flashes, mails_since, outbox, post
 
@@ -291,3 +292,21 @@ def test_retrying_and_dropping_dead_letters(db, settings):
         assert drop_dead(s, None) == 2
         assert dead_letters(s) == []
     assert queued(db) == []
+
+
+def test_the_outbox_is_in_citus_metadata_exactly_when_citus_is_installed(engine):
+    """Migration 0005: on Citus the outbox is a Citus local table (so that it commits two-phase with
+    tenant rows on workers, see tests/citus/); on plain PostgreSQL it stays an ordinary table and the
+    migration is harmless."""
+    with engine.connect() as conn:
+        head = ScriptDirectory.from_config(migrator.alembic_config("shared")).get_current_head()
+        assert conn.execute(text("SELECT version_num FROM shared.alembic_version")).scalar() == head
+        if conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).first() is None:
+            assert conn.execute(text("SELECT to_regclass('pg_dist_partition')")).scalar() is None
+            assert conn.execute(text("SELECT relkind FROM pg_class WHERE oid = 'shared.task_outbox'::regclass")
+                                ).scalar() == "r"
+        else:
+            placement = conn.execute(text(
+                "SELECT partmethod, repmodel FROM pg_dist_partition WHERE logicalrelid = 'shared.task_outbox'::regclass"
+            )).one()
+            assert tuple(placement) == ("n", "s")  # no distribution column, one shard: a Citus local table
