@@ -55,6 +55,7 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "token_requests_per_minute": lambda n, v: _int(n, v, 1),
     "api_requests_per_minute": lambda n, v: _int(n, v, 1),
     "session_ttl_s": lambda n, v: _int(n, v, 60),
+    "session_max_age_s": lambda n, v: _int(n, v, 60),
     "token_ttl_s": lambda n, v: _int(n, v, 60),
     "login_attempts": lambda n, v: _int(n, v, 1),
     "login_window_s": lambda n, v: _int(n, v, 10),
@@ -84,7 +85,10 @@ class Settings:
     signup_limit_per_hour: int = 10
     login_attempts: int = 5
     login_window_s: int = 900
+    #: Idle lifetime of a signed-in session (each request moves it forward) ...
     session_ttl_s: int = 8 * 3600
+    #: ... and its absolute cap, counted from sign-in.
+    session_max_age_s: int = 24 * 3600
     token_ttl_s: int = 3600
     token_requests_per_minute: int = 60
     api_requests_per_minute: int = 1200  # per tenant: all its API callers share it
@@ -162,6 +166,10 @@ class Settings:
             if raw is not None:
                 kwargs[field_name] = parse(f"COURTYARD_{field_name.upper()}", raw)
         settings = cls(**kwargs)  # type: ignore[arg-type]
+        if settings.session_max_age_s < settings.session_ttl_s:
+            msg = (f"COURTYARD_SESSION_MAX_AGE_S ({settings.session_max_age_s}) must be at least "
+                   f"COURTYARD_SESSION_TTL_S ({settings.session_ttl_s})")
+            raise ConfigError(msg)
         return replace(settings, public_url=(public_url or f"http://{settings.base_domain}:{settings.port}").rstrip("/"))
 
 

@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
         quota=QuotaLimiter(redis_client),
     )
     app.session_interface = RedisSessionInterface(redis_client, ttl_s=settings.session_ttl_s,
+                                                  max_age_s=settings.session_max_age_s,
                                                   secure=settings.secure_cookies)
     app.wsgi_app = PathPrefixMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = QueryStringMiddleware(app.wsgi_app)  # type: ignore[method-assign]
@@ -300,7 +301,7 @@ def _register_template_helpers(app: Flask) -> None:
 def current_locale() -> str:
     from flask import session
 
-    chosen = session.get("locale") if session else None
+    chosen = (session.get("locale") if session else None) or request.cookies.get(context.LOCALE_COOKIE_NAME)
     if chosen in LOCALE_NAMES:
         return str(chosen)
     return negotiate(request.headers.get("Accept-Language"), context.runtime().settings.default_locale)

@@ -30,6 +30,7 @@ from core.tenancy import BoundTenant
 from tenants import permissions as perms
 from tenants import services
 from tenants.context import (
+    LOCALE_COOKIE_NAME,
     current_actor,
     current_tenant,
     current_user,
@@ -117,13 +118,18 @@ def set_locale() -> Any:
     locale = request.form.get("locale", "")
     if locale not in LOCALE_NAMES:
         raise DomainError("Choose 'en' or 'zh'.", field_errors={"locale": ["en or zh"]})
-    session["locale"] = locale
-    if g.get("tenant") is not None:
-        user = current_user()
-        if user is not None:
-            user.locale = locale
-    return redirect(_safe_next(request.form.get("next"),
-                               "staff.home" if g.get("tenant") is not None else "site.index"))
+    user = current_user() if g.get("tenant") is not None else None
+    response = redirect(_safe_next(request.form.get("next"),
+                                   "staff.home" if g.get("tenant") is not None else "site.index"))
+    if user is not None:
+        session["locale"] = locale
+        user.locale = locale
+    else:
+        # A visitor's choice lives in a cookie: a session (a Redis key) per click would let anyone fill
+        # Redis without signing in.
+        response.set_cookie(LOCALE_COOKIE_NAME, locale, max_age=365 * 86400, path="/",
+                            secure=runtime().settings.secure_cookies, httponly=True, samesite="Lax")
+    return response
 
 
 # --------------------------------------------------------------------------- public site
