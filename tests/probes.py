@@ -394,6 +394,6 @@ class Caller:
 def reset_rate_limits(redis) -> None:
     # Probes repeat failed sign-ins and resets on purpose, and call the API many times; throttling or an
     # exhausted API quota would make twin probes differ.
-    keys = [*redis.scan_iter("rl:*"), *redis.scan_iter("rq:*")]
+    keys = [*redis.scan_iter("LIMITS:*"), *redis.scan_iter("rq:*")]
     if keys:
         redis.delete(*keys)

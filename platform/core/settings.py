@@ -50,6 +50,7 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "mail_from": lambda _n, v: v,
     "max_body_bytes": lambda n, v: _int(n, v, 1024),
     "signup_limit_per_hour": lambda n, v: _int(n, v, 1),
+    "invitations_per_hour": lambda n, v: _int(n, v, 1),
     "web_workers": lambda n, v: _int(n, v, 1),
     "proxy_hops": lambda n, v: _int(n, v, 0),
     "token_requests_per_minute": lambda n, v: _int(n, v, 1),
@@ -83,6 +84,7 @@ class Settings:
     mail_from: str = "Courtyard <no-reply@courtyard.local>"
     max_body_bytes: int = 2 * 1024 * 1024
     signup_limit_per_hour: int = 10
+    invitations_per_hour: int = 100  # per tenant
     login_attempts: int = 5
     login_window_s: int = 900
     #: Idle lifetime of a signed-in session (each request moves it forward) ...

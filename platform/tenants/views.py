@@ -155,7 +155,7 @@ def signup() -> Any:
     rt = runtime()
     if request.method == "GET":
         return render_template("site/signup.html", form={}, field_errors={})
-    if not rt.limiter.hit(f"signup:{_client_ip()}", limit=rt.settings.signup_limit_per_hour, window_s=3600):
+    if not rt.limiter.hit("signup", _client_ip(), limit=rt.settings.signup_limit_per_hour, window_s=3600):
         return _form_error("site/signup.html", TooManyRequests(
             "Too many sign-ups from your network in the last hour. Try again later."))
     form = request.form
@@ -189,21 +189,22 @@ def sign_in_page() -> Any:
     rt = runtime()
     email = request.form.get("email", "").strip().lower()
     password = request.form.get("password", "")
-    # Two throttles: per account (guessing one password) and per address (spraying many accounts).
-    # Each attempt is counted before the password is checked (one MULTI/EXEC): counting only after
-    # a failure would let parallel requests all pass the check while argon2 runs.
-    keys = (f"login:{tenant.id}:{email}", f"login-ip:{_client_ip()}")
-    limits = (rt.settings.login_attempts, rt.settings.login_attempts * 20)
+    # Two throttles: per address (spraying many accounts) and per account (guessing one password).
+    # Each attempt is counted before the password is checked (test and count in one step): counting
+    # only after a failure would let parallel requests all pass the check while argon2 runs. The
+    # address is checked first, and a refused address writes no per-account key: a client that is
+    # already refused cannot make Redis hold one key per e-mail address it invents.
     window = rt.settings.login_window_s
-    within = [rt.limiter.hit(k, limit=lim, window_s=window) for k, lim in zip(keys, limits, strict=True)]
-    if not all(within):
+    account = ("login", str(tenant.id), email)
+    if not (rt.limiter.hit("login-ip", _client_ip(), limit=rt.settings.login_attempts * 20, window_s=window)
+            and rt.limiter.hit(*account, limit=rt.settings.login_attempts, window_s=window)):
         return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
                                error="Too many failed attempts. Wait a few minutes and try again."), 429
     user = services.authenticate(db_session(), email, password)
     if user is None:
         return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
                                error="Wrong e-mail or password."), 401
-    rt.limiter.reset(keys[0])
+    rt.limiter.reset(*account, limit=rt.settings.login_attempts, window_s=window)
     sign_in(user, tenant)
     return redirect(_safe_next(request.form.get("next")))
 
@@ -240,7 +241,7 @@ def forgot() -> Any:
     if request.method == "GET":
         return render_template("staff/forgot.html", form={})
     rt = runtime()
-    if not rt.limiter.hit(f"forgot:{_client_ip()}", limit=10, window_s=3600):
+    if not rt.limiter.hit("forgot", _client_ip(), limit=10, window_s=3600):
         return render_template("staff/forgot.html", form=request.form,
                                error="Too many requests. Try again later."), 429
     issued = services.request_password_reset(db_session(), request.form.get("email", ""))
@@ -330,6 +331,12 @@ def invite() -> Any:
     tenant = current_tenant()
     session_db = db_session()
     form = request.form
+    rt = runtime()
+    # Each invitation is a mail to an address the admin chose: a cap per workspace keeps one admin
+    # account (or a script holding its session) from using the platform's mail to spam.
+    if not rt.limiter.hit("invite", str(tenant.id), limit=rt.settings.invitations_per_hour, window_s=3600):
+        return _form_error("staff/users.html", TooManyRequests(
+            "Too many invitations from this workspace in the last hour. Try again later."), **_users_page())
     try:
         dept = _uuid_or_none(form.get("department_id"))
         invitation, token = services.invite(session_db, _actor(), email=form.get("email", ""),

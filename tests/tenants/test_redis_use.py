@@ -117,3 +117,67 @@ def test_a_session_nobody_signed_into_lives_briefly(redis_client) -> None:
     assert ANONYMOUS_TTL_S - 5 <= redis_client.ttl(key) <= ANONYMOUS_TTL_S
     c.get("/sign-in")
     assert redis_client.ttl(key) > ANONYMOUS_TTL_S
+
+
+# --------------------------------------------------------------------------- rate-limit keys
+
+
+def _limit_keys(redis_client: Any) -> list[bytes]:
+    return sorted(redis_client.keys("LIMITS:*"))
+
+
+def test_a_huge_email_leaves_a_small_key(client, redis_client, tenant) -> None:
+    """Before: the per-account key was ``login:<tenant>:<e-mail as posted>``, 400 kB for 15 minutes."""
+    redis_client.flushdb()
+    token = _csrf_from(client.get("/sign-in", headers=ACME).get_data(as_text=True))
+    huge = "a" * 400_000 + "@acme.test"
+    response = client.post("/sign-in", headers=ACME, data={"email": huge, "password": "x", "csrf_token": token})
+    assert response.status_code == 401
+    keys = _keys(redis_client)
+    assert len(keys) == 2  # one per address, one per account
+    for key in keys:
+        assert len(key) < 200, key[:80]
+        assert (redis_client.memory_usage(key) or 0) < 1024
+
+
+def test_the_address_limit_is_checked_first_and_a_refused_address_writes_no_account_key(
+        app, client, redis_client, settings, tenant) -> None:
+    """Before: both keys were written before either verdict was read."""
+    redis_client.flushdb()
+    limiter = app.extensions["courtyard"].limiter
+    for _ in range(settings.login_attempts * 20):
+        assert limiter.hit("login-ip", "127.0.0.1", limit=settings.login_attempts * 20,
+                           window_s=settings.login_window_s)
+    before = _limit_keys(redis_client)
+    assert len(before) == 1
+    token = _csrf_from(client.get("/sign-in", headers=ACME).get_data(as_text=True))
+    for n in range(3):
+        refused = client.post("/sign-in", headers=ACME, data={"email": f"invented{n}@acme.test", "password": "x",
+                                                              "csrf_token": token})
+        assert refused.status_code == 429
+    assert _limit_keys(redis_client) == before
+
+
+def test_revocation_is_rate_limited(client, redis_client, settings, tenant) -> None:
+    """Before: /oauth/revoke checked a client secret on every call, without any cap."""
+    redis_client.flushdb()
+    codes = [client.post("/oauth/revoke", headers=ACME, data={"token": "x", "client_id": "nobody",
+                                                              "client_secret": "guess"}).status_code
+             for _ in range(settings.token_requests_per_minute + 1)]
+    assert 429 not in codes[:-1]
+    assert codes[-1] == 429
+
+
+def test_invitations_are_rate_limited_per_workspace(app, client, redis_client, settings, tenant) -> None:
+    """Before: an admin could send invitation mail without any cap."""
+    assert sign_in(client, "acme").status_code == 302
+    limiter = app.extensions["courtyard"].limiter
+    for _ in range(settings.invitations_per_hour):
+        assert limiter.hit("invite", str(tenant.id), limit=settings.invitations_per_hour, window_s=3600)
+    token = _csrf_from(client.get("/home", headers=ACME).get_data(as_text=True))
+    refused = client.post("/admin/users/invite", headers=ACME, data={
+        "email": "new@acme.test", "name": "New", "role": "sales", "csrf_token": token})
+    assert refused.status_code == 429
+    assert "Too many invitations" in unescape(refused.get_data(as_text=True))
+    listing = unescape(client.get("/admin/users", headers=ACME).get_data(as_text=True))
+    assert "new@acme.test" not in listing
