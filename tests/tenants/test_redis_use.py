@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from html import unescape
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from flask import Flask, session
 
 from core.sessions import ANONYMOUS_TTL_S, COOKIE_NAME, RedisSessionInterface
+from courtyard.runtime import check_redis_memory_policy, start_redis
 from tenants.context import CSRF_COOKIE_NAME
 from tests.conftest import PASSWORD, _csrf_from, host, sign_in
 
@@ -181,3 +183,32 @@ def test_invitations_are_rate_limited_per_workspace(app, client, redis_client, s
     assert "Too many invitations" in unescape(refused.get_data(as_text=True))
     listing = unescape(client.get("/admin/users", headers=ACME).get_data(as_text=True))
     assert "new@acme.test" not in listing
+
+
+# --------------------------------------------------------------------------- Redis memory policy
+
+
+def test_embedded_redis_never_evicts(tmp_path) -> None:
+    server, _url = start_redis(tmp_path)
+    try:
+        assert server.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    finally:
+        server.shutdown()
+
+
+def test_an_evicting_redis_is_reported_at_start_up(redis_client, caplog) -> None:
+    previous = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+    redis_client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with caplog.at_level(logging.WARNING, logger="courtyard.runtime"):
+            assert check_redis_memory_policy(redis_client) == "allkeys-lru"
+    finally:
+        redis_client.config_set("maxmemory-policy", previous)
+    assert any("noeviction" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    try:
+        assert check_redis_memory_policy(redis_client) == "noeviction"
+    finally:
+        redis_client.config_set("maxmemory-policy", previous)
+    assert not caplog.records
