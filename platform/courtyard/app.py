@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from core.db import Database, make_engine
 from core.errors import DomainError, TooManyRequests
 from core.i18n import LOCALE_NAMES, negotiate, translate
-from core.logs import stamp_context
+from core.logs import redact, stamp_context
 from core.mail import make_mailer
 from core.ratelimit import QuotaLimiter, RateLimiter
 from core.sessions import RedisSessionInterface
@@ -147,7 +147,7 @@ def _security_headers(response: Response) -> Response:
 def _log_request(response: Response) -> Response:
     """One JSON line per request; request_id and tenant come from the logging context."""
     started = g.get("started")
-    fields: dict[str, Any] = {"method": request.method, "path": request.full_path.rstrip("?"),
+    fields: dict[str, Any] = {"method": request.method, "path": redact(request.full_path.rstrip("?")),
                               "status": response.status_code}
     if started is not None:
         fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
@@ -238,7 +238,7 @@ def _register_error_handlers(app: Flask) -> None:
         # The safety net under input validation: raised by the driver on values PostgreSQL cannot take
         # that no check caught. Nothing was written: the request's work is rolled back first (the
         # error page loads the signed-in user through the same session).
-        log.warning("value refused by the database", extra={"fields": {"path": request.path}})
+        log.warning("value refused by the database", extra={"fields": {"path": redact(request.path)}})
         _discard_failed_work()
         return error_response(400, "invalid_value", "The request contains a value that cannot be stored "
                                                     "(for example a NUL character).")
@@ -256,7 +256,7 @@ def _register_error_handlers(app: Flask) -> None:
         if exc.connection_invalidated:
             # The server dropped the connection (restart, failover); the pool has been emptied and
             # the next attempt gets a fresh one. Nothing of this request was committed.
-            log.warning("database connection lost", extra={"fields": {"path": request.path}})
+            log.warning("database connection lost", extra={"fields": {"path": redact(request.path)}})
             _discard_failed_work()
             response = error_response(503, "database_unavailable",
                                       "The database connection was interrupted. Please retry.")
@@ -266,7 +266,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"fields": {"path": request.path}})
+        log.exception("unhandled error", extra={"fields": {"path": redact(request.path)}})
         _discard_failed_work()
         return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
 
