@@ -10,7 +10,7 @@ from core.logs import REDACTED, JsonFormatter, PlainFormatter
 from tenants import services
 from tests.conftest import host
 
-TOKEN = "tok3n-that-must-stay-secret_0123456789"  # noqa: S105
+TOKEN = "tok3n-that-must-stay-secret_0123456789"
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
