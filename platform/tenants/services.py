@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ def clean_email(email: str) -> str:
     return value.lower()
 
 
+#: Control characters, and the Unicode line and paragraph separators.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
 def clean_name(value: str, field: str = "name", max_len: int = 200) -> str:
     value = (value or "").strip()
     if not value:
@@ -86,6 +91,10 @@ def clean_name(value: str, field: str = "name", max_len: int = 200) -> str:
     if len(value) > max_len:
         msg = f"{field.capitalize()} is too long (at most {max_len} characters)."
         raise ValidationFailed(msg, field_errors={field: [f"At most {max_len} characters."]})
+    if any(unicodedata.category(ch) in _CONTROL_CATEGORIES for ch in value):
+        # A name is one line: it goes into mail subjects, CSV cells and page titles.
+        raise ValidationFailed(f"{field.capitalize()} must not contain line breaks or other control characters.",
+                               field_errors={field: ["Must be a single line without control characters."]})
     return value
 
 
@@ -554,6 +563,10 @@ def change_password(session: Session, actor: Actor, user_id: uuid.UUID, current:
         raise ValidationFailed("The current password is wrong.",
                                field_errors={"current_password": ["Wrong password."]})
     user.password_hash = hash_password(check_password(new, "new_password"))
+    # A reset link asked for before the change (by the user, or by someone who read their mail) must
+    # not undo it.
+    session.execute(update(PasswordReset).where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
+                    .values(used_at=utcnow()))
     session.flush()
     audit(session, actor, "user.password_changed", "user", user.id)
 
