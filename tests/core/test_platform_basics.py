@@ -125,6 +125,12 @@ def test_lifetimes_and_throttles_are_settable(tmp_path):
         Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_SESSION_TTL_S": "5"})
     with pytest.raises(ConfigError, match="http:// or https://"):
         Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_PUBLIC_URL": "crm.example.com"})
+    with pytest.raises(ConfigError, match="COURTYARD_SESSION_MAX_AGE_S"):
+        Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_SESSION_TTL_S": "7200",
+                           "COURTYARD_SESSION_MAX_AGE_S": "3600"})
+    capped = Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_SESSION_MAX_AGE_S": "43200",
+                                "COURTYARD_INVITATIONS_PER_HOUR": "7"})
+    assert (capped.session_max_age_s, capped.invitations_per_hour) == (43200, 7)
 
 
 def test_rate_limit_window_slides_instead_of_resetting_at_a_boundary(redis_client, monkeypatch):
