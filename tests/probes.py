@@ -29,6 +29,7 @@ from core.security import new_secret
 from core.sessions import COOKIE_NAME, PREFIXED_COOKIE_NAME
 from core.tenancy import BoundTenant
 from tenants import services
+from tenants.context import CSRF_COOKIE_NAME, PREFIXED_CSRF_COOKIE_NAME
 from tenants.models import AuditEntry, Role, User
 from tests.conftest import PASSWORD, provision
 
@@ -287,16 +288,21 @@ def csrf_in(page: str) -> str:
 
 
 def cookie_header(sid: str) -> dict[str, str]:
-    return {"Cookie": f"{COOKIE_NAME}={sid}; {PREFIXED_COOKIE_NAME}={sid}"}
+    """The value as every session and CSRF cookie: a session id or an anonymous visitor's CSRF nonce
+    (each cookie ignores a value that is not its own)."""
+    names = (COOKIE_NAME, PREFIXED_COOKIE_NAME, CSRF_COOKIE_NAME, PREFIXED_CSRF_COOKIE_NAME)
+    return {"Cookie": "; ".join(f"{name}={sid}" for name in names)}
 
 
 def open_session(app, headers: dict[str, str], prefix: str, email: str | None = None) -> tuple[str, str]:
-    """A server-side session (id, CSRF token): anonymous, or signed in as ``email``."""
+    """A browser's credentials (cookie value, CSRF token): an anonymous visitor's CSRF cookie (no
+    server-side session), or a session signed in as ``email``."""
     c = app.test_client(use_cookies=False)
     page = c.get(prefix + "/sign-in", headers=headers)
     assert page.status_code == 200
     name = PREFIXED_COOKIE_NAME if prefix else COOKIE_NAME
-    sid, csrf = cookie_value(page, name), csrf_in(page.get_data(as_text=True))
+    sid = cookie_value(page, PREFIXED_CSRF_COOKIE_NAME if prefix else CSRF_COOKIE_NAME)
+    csrf = csrf_in(page.get_data(as_text=True))
     assert sid
     if email is None:
         return sid, csrf
@@ -388,6 +394,6 @@ class Caller:
 def reset_rate_limits(redis) -> None:
     # Probes repeat failed sign-ins and resets on purpose, and call the API many times; throttling or an
     # exhausted API quota would make twin probes differ.
-    keys = [*redis.scan_iter("rl:*"), *redis.scan_iter("rq:*")]
+    keys = [*redis.scan_iter("LIMITS:*"), *redis.scan_iter("rq:*")]
     if keys:
         redis.delete(*keys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import unicodedata
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -27,11 +28,21 @@ class Mailer(Protocol):
         """Send (or store) one message and return where it went."""
 
 
+def header_text(value: str) -> str:
+    """``value`` as one header line: line breaks and other control characters become spaces.
+
+    The email package refuses a header value holding a line break (a header injection), and a mail
+    task that raises is never retried: a name stored with a line break before names were checked
+    would otherwise make every mail that quotes it fail for good.
+    """
+    return " ".join("".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in value).split())
+
+
 def build_message(mail: Mail, sender: str) -> EmailMessage:
     msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = mail.to
-    msg["Subject"] = mail.subject
+    msg["From"] = header_text(sender)
+    msg["To"] = header_text(mail.to)
+    msg["Subject"] = header_text(mail.subject)
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = make_msgid(domain="courtyard.local")
     msg.set_content(mail.text, charset="utf-8")

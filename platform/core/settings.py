@@ -87,11 +87,13 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "mail_from": lambda _n, v: v,
     "max_body_bytes": lambda n, v: _int(n, v, 1024),
     "signup_limit_per_hour": lambda n, v: _int(n, v, 1),
+    "invitations_per_hour": lambda n, v: _int(n, v, 1),
     "web_workers": lambda n, v: _int(n, v, 1),
     "proxy_hops": lambda n, v: _int(n, v, 0),
     "token_requests_per_minute": lambda n, v: _int(n, v, 1),
     "api_requests_per_minute": lambda n, v: _int(n, v, 1),
     "session_ttl_s": lambda n, v: _int(n, v, 60),
+    "session_max_age_s": lambda n, v: _int(n, v, 60),
     "token_ttl_s": lambda n, v: _int(n, v, 60),
     "login_attempts": lambda n, v: _int(n, v, 1),
     "login_window_s": lambda n, v: _int(n, v, 10),
@@ -130,9 +132,13 @@ class Settings:
     mail_from: str = "Courtyard <no-reply@courtyard.local>"
     max_body_bytes: int = 2 * 1024 * 1024
     signup_limit_per_hour: int = 10
+    invitations_per_hour: int = 100  # per tenant
     login_attempts: int = 5
     login_window_s: int = 900
+    #: Idle lifetime of a signed-in session (each request moves it forward) ...
     session_ttl_s: int = 8 * 3600
+    #: ... and its absolute cap, counted from sign-in.
+    session_max_age_s: int = 24 * 3600
     token_ttl_s: int = 3600
     token_requests_per_minute: int = 60
     api_requests_per_minute: int = 1200  # per tenant: all its API callers share it
@@ -252,6 +258,10 @@ class Settings:
             if raw is not None:
                 kwargs[field_name] = parse(f"COURTYARD_{field_name.upper()}", raw)
         settings = cls(**kwargs)  # type: ignore[arg-type]
+        if settings.session_max_age_s < settings.session_ttl_s:
+            msg = (f"COURTYARD_SESSION_MAX_AGE_S ({settings.session_max_age_s}) must be at least "
+                   f"COURTYARD_SESSION_TTL_S ({settings.session_ttl_s})")
+            raise ConfigError(msg)
         return replace(settings, public_url=(public_url or f"http://{settings.base_domain}:{settings.port}").rstrip("/"))
 
 

@@ -34,7 +34,7 @@ from core.i18n import (
     shown,
     translations_dir,
 )
-from core.logs import stamp_context
+from core.logs import redact, stamp_context
 from core.mail import make_mailer
 from core.ratelimit import QuotaLimiter, RateLimiter
 from core.sessions import RedisSessionInterface
@@ -104,6 +104,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
         quota=QuotaLimiter(redis_client),
     )
     app.session_interface = RedisSessionInterface(redis_client, ttl_s=settings.session_ttl_s,
+                                                  max_age_s=settings.session_max_age_s,
                                                   secure=settings.secure_cookies)
     app.wsgi_app = PathPrefixMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = QueryStringMiddleware(app.wsgi_app)  # type: ignore[method-assign]
@@ -173,7 +174,7 @@ def _security_headers(response: Response) -> Response:
 def _log_request(response: Response) -> Response:
     """One JSON line per request; request_id and tenant come from the logging context."""
     started = g.get("started")
-    fields: dict[str, Any] = {"method": request.method, "path": request.full_path.rstrip("?"),
+    fields: dict[str, Any] = {"method": request.method, "path": redact(request.full_path.rstrip("?")),
                               "status": response.status_code}
     if started is not None:
         fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
@@ -269,7 +270,7 @@ def _register_error_handlers(app: Flask) -> None:
         # The safety net under input validation: raised by the driver on values PostgreSQL cannot take
         # that no check caught. Nothing was written: the request's work is rolled back first (the
         # error page loads the signed-in user through the same session).
-        log.warning("value refused by the database", extra={"fields": {"path": request.path}})
+        log.warning("value refused by the database", extra={"fields": {"path": redact(request.path)}})
         _discard_failed_work()
         return error_response(400, "invalid_value", _l("The request contains a value that cannot be stored "
                                                        "(for example a NUL character)."))
@@ -287,7 +288,7 @@ def _register_error_handlers(app: Flask) -> None:
         if exc.connection_invalidated:
             # The server dropped the connection (restart, failover); the pool has been emptied and
             # the next attempt gets a fresh one. Nothing of this request was committed.
-            log.warning("database connection lost", extra={"fields": {"path": request.path}})
+            log.warning("database connection lost", extra={"fields": {"path": redact(request.path)}})
             _discard_failed_work()
             response = error_response(503, "database_unavailable",
                                       _l("The database connection was interrupted. Please retry."))
@@ -315,7 +316,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"fields": {"path": request.path}})
+        log.exception("unhandled error", extra={"fields": {"path": redact(request.path)}})
         _discard_failed_work()
         return error_response(500, "internal_error", _l("Something went wrong on our side; it has been logged."))
 
@@ -350,7 +351,7 @@ def current_locale() -> str:
     default = context.runtime().settings.default_locale
     if not has_request_context():
         return default
-    chosen = session.get("locale") if session else None
+    chosen = (session.get("locale") if session else None) or request.cookies.get(context.LOCALE_COOKIE_NAME)
     if chosen in LOCALE_NAMES:
         return str(chosen)
     return negotiate(request.headers.get("Accept-Language"), default)

@@ -12,7 +12,7 @@ from core.logs import configure_logging, task_id_var
 from core.mail import make_mailer
 from core.settings import Settings
 from core.tasks import RELAY_AFTER_S, TaskRuntime, configure_tasks
-from courtyard.runtime import celery_redis_url
+from courtyard.runtime import celery_redis_url, check_redis_memory_policy, make_redis
 
 TASK_MODULES = ["core.tasks", "tenants.tasks"]
 
@@ -80,6 +80,8 @@ def worker_app() -> Celery:
         configure_task_runtime(settings)
 
     configure_task_runtime(settings)
+    assert settings.redis_url is not None
+    check_redis_memory_policy(make_redis(settings.redis_url))
     return app
 
 

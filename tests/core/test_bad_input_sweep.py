@@ -65,6 +65,7 @@ from core import security
 from core.sessions import COOKIE_NAME, PREFIXED_COOKIE_NAME
 from core.settings import Settings
 from courtyard.app import create_app
+from tenants.context import CSRF_COOKIE_NAME
 from tests.conftest import host
 from tests.probes import (
     FORM_ACTIONS,
@@ -310,9 +311,10 @@ class Sweep:
         own = (acme.client_id, acme.client_secret)
         admin_sid, admin_csrf = open_session(app, host("acme"), "", "admin@acme.test")
         page = app.test_client(use_cookies=False).get("/", headers=PUBLIC_HOST)
-        public_sid, public_csrf = cookie_value(page, COOKIE_NAME), csrf_in(page.get_data(as_text=True))
+        # The public site's visitor has a CSRF cookie and no server-side session.
+        public_sid, public_csrf = cookie_value(page, CSRF_COOKIE_NAME), csrf_in(page.get_data(as_text=True))
         assert public_sid
-        keys = [app.session_interface._key(sid) for sid in (admin_sid, public_sid)]
+        keys = [app.session_interface._key(admin_sid)]
         sessions = {key: redis.get(key) for key in keys}
         assert all(sessions.values())
         admin = {**host("acme"), **cookie_header(admin_sid)}

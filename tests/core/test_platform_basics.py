@@ -143,6 +143,12 @@ def test_lifetimes_and_throttles_are_settable(tmp_path):
         Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_SESSION_TTL_S": "5"})
     with pytest.raises(ConfigError, match="http:// or https://"):
         Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_PUBLIC_URL": "crm.example.com"})
+    with pytest.raises(ConfigError, match="COURTYARD_SESSION_MAX_AGE_S"):
+        Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_SESSION_TTL_S": "7200",
+                           "COURTYARD_SESSION_MAX_AGE_S": "3600"})
+    capped = Settings.from_env({"COURTYARD_VAR_DIR": str(tmp_path), "COURTYARD_SESSION_MAX_AGE_S": "43200",
+                                "COURTYARD_INVITATIONS_PER_HOUR": "7"})
+    assert (capped.session_max_age_s, capped.invitations_per_hour) == (43200, 7)
 
 
 def test_rate_limit_window_slides_instead_of_resetting_at_a_boundary(redis_client, monkeypatch):
@@ -152,16 +158,15 @@ def test_rate_limit_window_slides_instead_of_resetting_at_a_boundary(redis_clien
     limiter = ratelimit.RateLimiter(redis_client)
     # A key of this run's own: this test flushes nothing, and an external Redis (COURTYARD_REDIS_URL)
     # keeps the attempts of an earlier run for a real window, which the fake clock would count as current.
-    key = f"test:{uuid.uuid4().hex}"
-    assert all(limiter.hit(key, limit=3, window_s=900) for _ in range(3))
+    key = ("test", uuid.uuid4().hex)
+    assert all(limiter.hit(*key, limit=3, window_s=900) for _ in range(3))
     clock[0] += 2.0  # across the old bucket boundary
-    assert not limiter.hit(key, limit=3, window_s=900)
-    clock[0] += 899.0  # the first three attempts have aged out; the blocked one still counts
-    assert limiter.hit(key, limit=3, window_s=900)
-    assert limiter.hit(key, limit=3, window_s=900)
-    assert not limiter.hit(key, limit=3, window_s=900)
-    limiter.reset(key)
-    assert limiter.hit(key, limit=3, window_s=900)
+    assert not limiter.hit(*key, limit=3, window_s=900)
+    clock[0] += 899.0  # the first three attempts have aged out (a refused one is not counted)
+    assert all(limiter.hit(*key, limit=3, window_s=900) for _ in range(3))
+    assert not limiter.hit(*key, limit=3, window_s=900)
+    limiter.reset(*key, limit=3, window_s=900)
+    assert limiter.hit(*key, limit=3, window_s=900)
 
 
 def test_uuid7_ids_made_later_sort_later_even_within_a_millisecond(monkeypatch):

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from core.db import uuid7
 from core.sessions import PREFIXED_COOKIE_NAME
 from tenants import services
+from tenants.context import PREFIXED_CSRF_COOKIE_NAME
 from tenants.models import AuditEntry, Department, Invitation, OAuthClient, PasswordReset, Role, User
 from tests.conftest import PASSWORD, host
 from tests.probes import (
@@ -365,7 +366,8 @@ def test_other_tenant_credentials_do_not_sign_in_or_send_mail(app, db, two, sett
 def test_a_prefixed_session_cookie_is_scoped_to_its_tenant_path(app, two):
     c = app.test_client(use_cookies=False)
     page = c.get("/t/acme/sign-in", headers={"Host": "localhost"})
-    sid = cookie_value(page, PREFIXED_COOKIE_NAME)
+    sid = cookie_value(page, PREFIXED_CSRF_COOKIE_NAME)
+    assert cookie_value(page, PREFIXED_COOKIE_NAME) is None  # reading a page opens no session
     signed = c.post("/t/acme/sign-in", headers={"Host": "localhost", **cookie_header(sid)},
                     data={"email": "admin@acme.test", "password": PASSWORD,
                           "csrf_token": csrf_in(page.get_data(as_text=True))})

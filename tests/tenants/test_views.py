@@ -147,16 +147,16 @@ def test_login_is_throttled_after_five_failures_even_with_the_right_password(cli
 
 
 def test_session_id_changes_at_sign_in_and_the_old_one_is_dead(app, client, tenant) -> None:
-    client.get("/sign-in", headers=ACME)
-    before = client.get_cookie(COOKIE_NAME, domain="acme.localhost")
-    assert before is not None
+    # Reading the sign-in page creates no session; an id planted in the browser (fixation) is replaced.
+    planted = "planted-by-someone-else-0123456789abcdef"
+    client.set_cookie(COOKIE_NAME, planted, domain="acme.localhost")
     assert sign_in(client, "acme").status_code == 302
     after = client.get_cookie(COOKIE_NAME, domain="acme.localhost")
     assert after is not None
-    assert after.value != before.value
-    # Someone holding the pre-sign-in id (fixation) is not signed in.
+    assert after.value != planted
+    # Someone holding the pre-sign-in id is not signed in.
     attacker = app.test_client()
-    attacker.set_cookie(COOKIE_NAME, before.value, domain="acme.localhost")
+    attacker.set_cookie(COOKIE_NAME, planted, domain="acme.localhost")
     assert attacker.get("/home", headers=ACME).status_code == 302
     holder = app.test_client()
     holder.set_cookie(COOKIE_NAME, after.value, domain="acme.localhost")
