@@ -343,8 +343,11 @@ def _anonymous_csrf(nonce: str) -> str:
     with a form (the language switch is on every page) then costs Redis nothing. The cookie alone is
     not the token (a page cannot read it: HttpOnly) and a token cannot be made without the secret key.
     """
+    # Bound to the site too (host and /t/<slug> prefix): a token made for one workspace's page is no
+    # use on another's, even with the same nonce.
     key = runtime().settings.secret_key.encode()
-    return hmac.new(key, b"courtyard csrf\0" + nonce.encode(), hashlib.sha256).hexdigest()
+    site = f"{request.host}\0{request.script_root}\0".encode("utf-8", "surrogatepass")
+    return hmac.new(key, b"courtyard csrf\0" + site + nonce.encode(), hashlib.sha256).hexdigest()
 
 
 def _csrf_nonce(req: Request) -> str | None:
@@ -364,7 +367,9 @@ def check_csrf(req: Request) -> bool:
     if not expected:
         nonce = _csrf_nonce(req)
         expected = _anonymous_csrf(nonce) if nonce else None
-    return bool(expected and secrets.compare_digest(str(expected), str(sent)))
+    # Compared as bytes: compare_digest refuses str holding non-ASCII (a TypeError, i.e. a 500).
+    return bool(expected and hmac.compare_digest(str(expected).encode(),
+                                                 str(sent).encode("utf-8", "surrogatepass")))
 
 
 def csrf_token() -> str:

@@ -61,6 +61,30 @@ def test_anonymous_forms_work_without_a_session(app, client, redis_client, tenan
     assert "首页" in unescape(client.get("/home", headers=ACME).get_data(as_text=True))
 
 
+def test_a_non_ascii_csrf_token_is_refused_not_a_500(app, tenant) -> None:
+    """compare_digest raises TypeError on non-ASCII str: a made-up cookie and token gave anyone a 500."""
+    client = app.test_client()
+    client.set_cookie(CSRF_COOKIE_NAME, "n" * 32, domain="acme.localhost")
+    for data, headers in [({"csrf_token": "é" * 64}, {}), ({}, {"X-CSRF-Token": "tök"})]:
+        response = client.post("/sign-in", headers=ACME | headers,
+                               data={"email": "admin@acme.test", "password": "x", **data})
+        assert response.status_code == 400, response.get_data(as_text=True)
+
+
+def test_an_anonymous_token_is_bound_to_its_workspace(app, tenant, other_tenant) -> None:
+    """The same nonce cookie on two workspaces' hosts yields two tokens: one is no use on the other."""
+    client = app.test_client()
+    nonce = "m" * 32
+    tokens = {}
+    for slug in ("acme", "globex"):
+        client.set_cookie(CSRF_COOKIE_NAME, nonce, domain=f"{slug}.localhost")
+        tokens[slug] = _csrf_from(client.get("/sign-in", headers=host(slug)).get_data(as_text=True))
+    assert tokens["acme"] != tokens["globex"]
+    crossed = client.post("/sign-in", headers=host("globex"), data={
+        "email": "admin@globex.test", "password": PASSWORD, "csrf_token": tokens["acme"]})
+    assert crossed.status_code == 400
+
+
 def _session_key(app: Flask, client: Any) -> str:
     cookie = client.get_cookie(COOKIE_NAME, domain="acme.localhost")
     assert cookie is not None
