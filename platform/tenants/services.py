@@ -41,7 +41,7 @@ from core.errors import (
 from core.i18n import MAX_PARAM_CHARS, Message, _l, _ln, shown
 from core.permissions import Actor, known
 from core.security import digest, hash_password, needs_rehash, new_secret, password_problem, verify_password
-from core.tasks import OutboxTask
+from core.tasks import DeadTask, OutboxTask
 from core.tenancy import BoundTenant, schema_for, validate_slug
 from tenants import permissions as perms
 from tenants.errors import EmailTaken, InvalidToken, SlugTaken, TenantNotFound
@@ -364,6 +364,7 @@ def delete_tenant(session: Session, slug: str) -> Tenant:
                                               OAuthClient.revoked_at.is_(None)).values(revoked_at=utcnow()))
     # Queued tasks would only find the tenant gone; their arguments (mail text) should go with it.
     session.execute(delete(OutboxTask).where(OutboxTask.tenant_id == tenant.id))
+    session.execute(delete(DeadTask).where(DeadTask.tenant_id == tenant.id))
     session.flush()
     return tenant
 

@@ -147,9 +147,14 @@ def test_deleting_a_tenant_drops_what_it_had_queued(db, settings, tenant, other_
         for t in (tenant, other_tenant):
             with db.transaction(t) as s:
                 send_after_commit(s, "tests.record", t.slug, tenant_id=t.id)
+        with db.transaction() as s:  # and a dead letter each: mail text and addresses, sealed
+            s.add(DeadTask(id=uuid7(), task="tests.record", args=seal([t.slug], settings.secret_key),
+                           tenant_id=t.id, created_at=func.now(), attempts=MAX_ATTEMPTS, last_error="boom"))
     with db.transaction() as s:
         services.delete_tenant(s, "acme")
     assert waiting(db, settings) == [["globex"]]
+    with db.transaction() as s:
+        assert [d.tenant_id for d in dead_letters(s)] == [other_tenant.id]
 
 
 def test_rows_are_relayed_oldest_first_in_batches(db, settings, tmp_path):
