@@ -14,6 +14,7 @@ from marshmallow import missing
 from sqlalchemy import RowMapping, select
 from webargs.flaskparser import FlaskParser, is_json_request
 
+from core.db import release
 from core.errors import DomainError, NotFound, TooManyRequests
 from core.i18n import _l, _ln
 from tenants import schemas, services
@@ -251,6 +252,10 @@ def _authenticate_first() -> None:
     # missing or bad one its 401) whatever the body, never a 422 from a view it may not reach. Then
     # the query and path are refused if they hold what no field can (pages: courtyard.app).
     api_actor()
+    # A session-authenticated caller was read through the request's session: that read ends before
+    # the quota's Redis call (a bearer's lookup already ran outside any transaction).
+    if "db" in g:
+        release(db_session())
     _spend_quota()
     refuse_unusable_input()
 

@@ -23,6 +23,7 @@ from flask import (
 )
 from sqlalchemy import text
 
+from core.db import release
 from core.errors import DomainError, TooManyRequests
 from core.i18n import LOCALE_NAMES, _, _l, both
 from core.mail import Mail
@@ -365,7 +366,9 @@ def invite() -> Any:
     form = request.form
     rt = runtime()
     # Each invitation is a mail to an address the admin chose: a cap per workspace keeps one admin
-    # account (or a script holding its session) from using the platform's mail to spam.
+    # account (or a script holding its session) from using the platform's mail to spam. The signed-in
+    # user was read already: that read-only transaction ends before Redis is called.
+    release(session_db)
     if not rt.limiter.hit("invite", str(tenant.id), limit=rt.settings.invitations_per_hour, window_s=3600):
         return _form_error("staff/users.html", TooManyRequests(
             _l("Too many invitations from this workspace in the last hour. Try again later.")), **_users_page())

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, event, select, text
 from core.db import normalise_url
 from core.errors import DomainError
 from core.permissions import Actor, all_names
+from core.tasks import TaskRuntime, configure_tasks, task_runtime
 from courtyard.app import create_app
 from tenants import services
 from tenants.errors import InvalidToken
@@ -48,11 +49,13 @@ class Watch:
 
 
 @pytest.fixture
-def watched_app(settings, redis_client, monkeypatch) -> Iterator[tuple[Any, Watch]]:
+def watched_app(app, settings, redis_client, monkeypatch) -> Iterator[tuple[Any, Watch]]:
     assert settings.database_url is not None
+    previous_tasks = task_runtime()  # the suite's app configured it; mail queued here uses this app's pool
     app = create_app(settings, redis=redis_client)
     app.config["TESTING"] = True
     rt = app.extensions["courtyard"]
+    configure_tasks(TaskRuntime(db=rt.db, mailer=rt.mailer, settings=settings))
     watch = Watch(normalise_url(settings.database_url).replace("+psycopg", ""))
 
     @event.listens_for(rt.db.engine, "connect")
@@ -65,6 +68,7 @@ def watched_app(settings, redis_client, monkeypatch) -> Iterator[tuple[Any, Watc
     monkeypatch.setattr(rt.limiter, "reset", watch.wrap("redis limiter.reset", rt.limiter.reset))
     monkeypatch.setattr(rt.quota, "spend", watch.wrap("redis quota.spend", rt.quota.spend))
     yield app, watch
+    configure_tasks(previous_tasks)
     rt.db.engine.dispose()
 
 
@@ -93,6 +97,13 @@ def test_argon2_and_redis_run_outside_any_transaction(watched_app, committed_db)
     # A password change: a verification and a hash.
     changed = form_post(client, headers, "/profile", {"current_password": PASSWORD, "new_password": NEW_PASSWORD})
     assert changed.status_code == 302, changed.get_data(as_text=True)
+    # An invitation from the users page (its workspace limit is counted in Redis), and the API called
+    # with the browser's session (the quota is spent in Redis after the user was read).
+    token = _csrf_from(client.get("/admin/users", headers=headers).get_data(as_text=True))
+    invited = client.post("/admin/users/invite", headers=headers, data={
+        "email": f"third@{slug}.test", "name": "Third", "role": "sales", "csrf_token": token})
+    assert invited.status_code == 302, invited.get_data(as_text=True)
+    assert client.get("/api/v1/me", headers=headers).status_code == 200
     # A reset link asked for after the change (a password change closes the links opened before it).
     with committed_db.transaction(tenant) as s:
         issued = services.request_password_reset(s, f"admin@{slug}.test")
