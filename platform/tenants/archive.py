@@ -451,6 +451,18 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 # --------------------------------------------------------------------------- import
 
 
+def check_destination(session: Session, new_slug: str, name: str | None) -> tuple[str, str | None]:
+    """The new tenant's slug and name, checked as everywhere else (and the slug free): cheap, so callers
+    run it before a pass over a large file, not after."""
+    new_slug = validate_slug(new_slug)
+    if name is not None:
+        name = services.clean_name(name, "name")
+    if services.find_tenant(session, new_slug) is not None:
+        raise SlugTaken(_l("The slug '%(slug)s' is already taken.", slug=new_slug),
+                        field_errors={"slug": [_l("Already taken.")]})
+    return new_slug, name
+
+
 def import_tenant(session: Session, path: Path, new_slug: str, *, keys: Sequence[str], name: str | None = None,
                   max_bytes: int = DEFAULT_MAX_BYTES, script: ScriptDirectory | None = None,
                   verified: Manifest | None = None) -> ArchiveSummary:
@@ -461,14 +473,11 @@ def import_tenant(session: Session, path: Path, new_slug: str, *, keys: Sequence
     a caller that verified it before opening its transaction (a pass over a large file should not
     hold one open); the load pass verifies everything again regardless.
     """
-    new_slug = validate_slug(new_slug)
-    if name is not None:
-        name = services.clean_name(name, "name")
+    new_slug, name = check_destination(session, new_slug, name)
     # The whole file is checked before the first statement, so no transaction waits on that pass.
     manifest = verified or verify_archive(path, keys, max_bytes=max_bytes)
-    if services.find_tenant(session, new_slug) is not None:
-        raise SlugTaken(_l("The slug '%(slug)s' is already taken.", slug=new_slug),
-                        field_errors={"slug": [_l("Already taken.")]})
+    # Again: the slug may have been taken while the file was read.
+    check_destination(session, new_slug, name)
     script = script or migrator.tenant_script()
     head = migrator.tenant_head(script)
     to_archive, forward = _migration_path(script, manifest.revision, head)
@@ -680,16 +689,18 @@ def _check_departments(session: Session) -> None:
     for dept in session.scalars(select(Department).execution_options(yield_per=500)):
         _same("departments", dept.id, "name", dept.name, services.clean_name)
         parents[dept.id] = dept.parent_id
-    # Every chain must reach the top; ``rooted`` keeps the walk linear in the number of departments.
+    # Every chain must reach the top; ``rooted`` keeps the walk linear in the number of departments, and
+    # the chain is a set (a list's ``in`` made a long imported chain quadratic). No depth bound here: the
+    # services bound a parent's ancestry, but moving a subtree can still make a live tree deeper.
     rooted: set[Any] = set()
     for start in parents:
-        chain: list[Any] = []
+        chain: set[Any] = set()
         cursor = start
         while cursor is not None and cursor not in rooted:
             if cursor in chain:
                 raise _refuse("departments", start, "parent_id", _l("the departments form a cycle."))
-            chain.append(cursor)
-            cursor = parents[cursor]
+            chain.add(cursor)
+            cursor = parents.get(cursor)
         rooted.update(chain)
 
 

@@ -18,7 +18,6 @@ from core.errors import ConfigError, CourtyardError, DomainError
 from core.mail import Mail, make_mailer
 from core.permissions import Actor, all_names
 from core.settings import Settings
-from core.tenancy import validate_slug
 from tenants import archive, migrator, services
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -212,7 +211,8 @@ def tenants_import(file: Path, new_slug: str, name: str | None, key_file: Path |
     db = rt.db  # resolves the settings too
     keys = [*(_keys_from(key_file) if key_file else ()), *rt.settings.archive_verify_keys]
     max_bytes = rt.settings.archive_max_bytes
-    validate_slug(new_slug)  # a typo should not cost a pass over the file
+    with db.transaction() as session:  # a typo or a taken slug should not cost a pass over the file
+        archive.check_destination(session, new_slug, name)
     manifest = archive.verify_archive(file, keys, max_bytes=max_bytes)  # before the transaction opens
     with db.transaction() as session:
         summary = archive.import_tenant(session, file, new_slug, name=name, keys=keys, max_bytes=max_bytes,

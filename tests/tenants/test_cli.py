@@ -330,6 +330,21 @@ def test_import_refuses_bombs_and_odd_entries_with_exit_1_and_nothing_written(cl
     assert (registry(engine), tenant_schemas(engine)) == (before, schemas)
 
 
+def test_import_checks_the_slug_and_name_before_reading_the_file(cli, tmp_path: Path) -> None:
+    """A taken slug or a bad --name is answered before a pass over the file (which may be 16 GiB):
+    here the file is not even an archive, and the answer is still about the slug or the name."""
+    slug = unique_slug("taken")
+    assert create(cli, slug).exit_code == 0
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"not an archive at all")
+    taken = cli("tenants", "import", str(junk), "--slug", slug)
+    assert taken.exit_code == 1
+    assert f"The slug '{slug}' is already taken." in taken.stderr, taken.stderr
+    named = cli("tenants", "import", str(junk), "--slug", unique_slug("free"), "--name", "two\nlines")
+    assert named.exit_code == 1
+    assert "control characters" in named.stderr, named.stderr
+
+
 # --------------------------------------------------------------------------- users
 
 

@@ -10,7 +10,7 @@ Does nothing on plain PostgreSQL. A database that gets Citus later needs the sam
 (docs/scaling.md, "Setting it up").
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 Create Date: 2026-12-02
 """
 
