@@ -186,8 +186,11 @@ def _failed(session: Session, row: OutboxTask, reason: str) -> None:
                              created_at=row.created_at, attempts=row.attempts, last_error=row.last_error))
         session.delete(row)
         return
-    # The database's clock, as the relay's query compares with it.
-    row.next_attempt_at = func.clock_timestamp() + func.make_interval(
+    # The database's clock, as the relay's query compares with it. statement_timestamp(), not
+    # clock_timestamp(): Citus refuses a VOLATILE function in an UPDATE of a table in its metadata
+    # (the outbox is one, migration 0005), and the whole hand-over, sent rows' deletion included,
+    # would roll back. The failure is recorded by this statement: its start is the moment of failure.
+    row.next_attempt_at = func.statement_timestamp() + func.make_interval(
         0, 0, 0, 0, 0, 0, backoff_s(row.attempts))
 
 
@@ -215,9 +218,11 @@ def _relay(database: Any, older_than_s: float, batch: int, app: Celery | None) -
     with database.transaction() as session:
         rows = list(session.scalars(
             select(OutboxTask)
-            # clock_timestamp, not now(): the age counts to this moment, not to this transaction's start.
+            # statement_timestamp(), not now(): the age counts to this statement, not to the start of the
+            # transaction. Not clock_timestamp() either: STABLE, it is computed once, so the condition can
+            # walk ix_task_outbox_next_attempt_at instead of filtering every row, and Citus can plan it.
             .where(OutboxTask.next_attempt_at
-                   < func.clock_timestamp() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s))
+                   < func.statement_timestamp() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s))
             .order_by(OutboxTask.next_attempt_at, OutboxTask.id).limit(batch).with_for_update(skip_locked=True)))
         return len(rows), _hand_over(session, rows, app or current_app)
 
