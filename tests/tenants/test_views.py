@@ -881,3 +881,31 @@ def test_the_api_clients_scopes_are_labelled_in_the_readers_language(client, ten
     form = page(client.get("/admin/clients", headers=ZH)).split('id="client-form"')[1]
     assert "查看审计日志" in form, "the function a scope grants, as the roles page names it"
     assert '<code class="small">audit.read</code>' in form, "and the scope name the API asks for"
+
+
+def test_the_audit_log_names_each_action_in_the_readers_language(client, db, tenant) -> None:
+    assert sign_in(client, "acme").status_code == 302
+    assert post(client, "/admin/clients", {"name": "ERP", "scopes": ["users.read"]}).status_code == 200
+    shown = page(client.get("/admin/audit", headers=ZH))
+    # It showed only "client.created" and "tenant.provisioned" to a reader of Chinese.
+    assert '创建 API 客户端<br><code class="small text-secondary">client.created</code>' in shown
+    assert "创建工作区" in shown
+
+
+def test_every_audit_action_the_services_write_has_words() -> None:
+    from tenants import views
+
+    source = (Path(services.__file__)).read_text()
+    written = set(re.findall(r'"((?:tenant|user|role|department|client)\.[a-z_]+)"', source))
+    assert {"user.created", "client.revoked", "department.updated"} <= written, "the scan finds the codes"
+    assert written <= set(views.AUDIT_ACTIONS), sorted(written - set(views.AUDIT_ACTIONS))
+
+
+def test_labels_with_a_colon_use_chinese_punctuation(client, tenant) -> None:
+    assert sign_in(client, "acme").status_code == 302
+    # "已用席位: 1" had an English colon and space in the middle of Chinese.
+    assert '已用席位：<span id="seat-count">1</span>' in page(client.get("/admin/users", headers=ZH))
+    home = page(client.get("/home", headers=ZH))
+    assert "工作区：" in home
+    assert "已用席位：" in home
+    assert 'Seats in use:<span id="seat-count">1</span>' in page(client.get("/admin/users", headers=ACME))
