@@ -861,7 +861,7 @@ def test_the_users_pager_names_its_total_in_the_readers_language(client, db, ten
             services.create_user(s, Actor.system("test"), email=f"u{i}@acme.test", name=f"用户 {i}")
     assert sign_in(client, "acme").status_code == 302
     # It was "第 1 页，共 2 页 · 52": a bare number, next to nothing that said what it counted.
-    assert "共 52 位用户" in page(client.get("/admin/users", headers=ZH))
+    assert '第 1 页，共 2 页 · <span id="users-total">52 位用户</span>' in page(client.get("/admin/users", headers=ZH))
     english = page(client.get("/admin/users?page=2", headers=ACME))
     assert re.search(r'Page 2 of 2 · <span id="users-total">52 users</span>', english)
 
