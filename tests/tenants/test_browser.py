@@ -146,6 +146,7 @@ def test_staff_pages_fit_a_phone_in_chinese(live_port: int, committed_db: Databa
                                   admin_password=PASSWORD, admin_name="王小明")
         tenant = services.bound(made.tenant)
     with committed_db.transaction(tenant) as s:
+        services.invite(s, actor, email=f"new.colleague@{slug}.test", role="sales", name="李娜 Li Na")
         sales = services.save_department(s, actor, name="销售部 Sales", parent_id=None)
         services.save_department(s, actor, name="华东区 East China", parent_id=sales.id)
         services.create_user(s, actor, email=f"a.very.long.mailbox.name@subsidiary.{slug}-international.example",
@@ -183,6 +184,9 @@ def test_staff_pages_fit_a_phone_in_chinese(live_port: int, committed_db: Databa
                     return out;
                 })""")
                 assert not broken, f"{path}: wrapped inside a word: {broken}"
+            tab.goto(f"{base}/admin/users")
+            invited = tab.eval_on_selector("#invitations-table td.cell-name", "e => e.getBoundingClientRect().width")
+            assert invited >= 100, f"the invited person's name squeezed to {invited} px"
             tab.goto(f"{base}/admin/departments")
             names = tab.eval_on_selector_all("#department-tree input[name=name]",
                                              "els => els.map(e => e.getBoundingClientRect().width)")
