@@ -72,9 +72,9 @@ def test_the_users_page_pages_instead_of_stopping(client, db, tenant):
     assert 'rel="prev"' in second
     assert 'rel="next"' not in second
     # The pager's own words are catalog messages with their numbers filled in, in either language.
-    assert "Page 2 of 2 · 61" in second
+    assert 'Page 2 of 2 · <span id="users-total">61 users</span>' in second
     chinese = client.get("/admin/users?page=2", headers={**host("acme"), **ZH}).get_data(as_text=True)
-    assert "第 2 页，共 2 页 · 61" in chinese
+    assert '第 2 页，共 2 页 · <span id="users-total">61 位用户</span>' in chinese
     assert "上一页" in chinese
     for bad in ("0", "abc", "9" * 20):
         assert client.get(f"/admin/users?page={bad}", headers=host("acme")).status_code == 400

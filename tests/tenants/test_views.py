@@ -838,3 +838,74 @@ def test_api_clients_page_creates_shows_the_secret_once_refuses_and_revokes(clie
     revoked = post(client, "/admin/clients", {"action": "revoke", "client_id": client_id.group(1)})
     assert revoked.status_code == 200
     assert "Client revoked; its tokens no longer work." in page(revoked)
+
+
+# --------------------------------------------------------------------------- what the pages show (bench/screens.py)
+
+ZH = {**ACME, "Accept-Language": "zh-CN,zh;q=0.9"}
+
+
+def test_the_audit_log_shows_chinese_values_as_written(client, db, tenant) -> None:
+    assert sign_in(client, "acme").status_code == 302
+    assert post(client, "/admin/clients", {"name": "仓库 Warehouse", "scopes": ["users.read"]}).status_code == 200
+    shown = page(client.get("/admin/audit", headers=ZH))
+    # tojson wrote it as "\u4ed3\u5e93 Warehouse": unreadable to the admin the log is for.
+    assert '"name": "仓库 Warehouse"' in shown
+    assert "\\u4ed3" not in shown
+    assert 'class="table-responsive"' in shown, "the wide log scrolls in its own box on a phone"
+
+
+def test_the_users_pager_names_its_total_in_the_readers_language(client, db, tenant) -> None:
+    with db.transaction(tenant) as s:
+        for i in range(51):
+            services.create_user(s, Actor.system("test"), email=f"u{i}@acme.test", name=f"用户 {i}")
+    assert sign_in(client, "acme").status_code == 302
+    # It was "第 1 页，共 2 页 · 52": a bare number, next to nothing that said what it counted.
+    assert '第 1 页，共 2 页 · <span id="users-total">52 位用户</span>' in page(client.get("/admin/users", headers=ZH))
+    english = page(client.get("/admin/users?page=2", headers=ACME))
+    assert re.search(r'Page 2 of 2 · <span id="users-total">52 users</span>', english)
+
+
+def test_an_error_page_shows_field_messages_without_the_forms_field_key(client, tenant) -> None:
+    assert sign_in(client, "acme").status_code == 302
+    refused = client.get("/admin/users?page=x", headers=ZH)
+    assert refused.status_code == 400
+    shown = page(refused)
+    assert "页码无效。" in shown
+    # It was "page: 页码无效。": the parameter's name is the code's word, not the reader's.
+    assert ">page: " not in shown
+
+
+def test_the_api_clients_scopes_are_labelled_in_the_readers_language(client, tenant) -> None:
+    assert sign_in(client, "acme").status_code == 302
+    form = page(client.get("/admin/clients", headers=ZH)).split('id="client-form"')[1]
+    assert "查看审计日志" in form, "the function a scope grants, as the roles page names it"
+    assert '<code class="small">audit.read</code>' in form, "and the scope name the API asks for"
+
+
+def test_the_audit_log_names_each_action_in_the_readers_language(client, db, tenant) -> None:
+    assert sign_in(client, "acme").status_code == 302
+    assert post(client, "/admin/clients", {"name": "ERP", "scopes": ["users.read"]}).status_code == 200
+    shown = page(client.get("/admin/audit", headers=ZH))
+    # It showed only "client.created" and "tenant.provisioned" to a reader of Chinese.
+    assert '创建 API 客户端<br><code class="small text-secondary">client.created</code>' in shown
+    assert "创建工作区" in shown
+
+
+def test_every_audit_action_the_services_write_has_words() -> None:
+    from tenants import views
+
+    source = (Path(services.__file__)).read_text()
+    written = set(re.findall(r'"((?:tenant|user|role|department|client)\.[a-z_]+)"', source))
+    assert {"user.created", "client.revoked", "department.updated"} <= written, "the scan finds the codes"
+    assert written <= set(views.AUDIT_ACTIONS), sorted(written - set(views.AUDIT_ACTIONS))
+
+
+def test_labels_with_a_colon_use_chinese_punctuation(client, tenant) -> None:
+    assert sign_in(client, "acme").status_code == 302
+    # "已用席位: 1" had an English colon and space in the middle of Chinese.
+    assert '已用席位：<span id="seat-count">1</span>' in page(client.get("/admin/users", headers=ZH))
+    home = page(client.get("/home", headers=ZH))
+    assert "工作区：" in home
+    assert "已用席位：" in home
+    assert 'Seats in use:<span id="seat-count">1</span>' in page(client.get("/admin/users", headers=ACME))
