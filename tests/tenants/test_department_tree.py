@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import select, text
 
 from core.errors import ValidationFailed
 from core.i18n import _l
@@ -16,16 +14,10 @@ from core.permissions import Actor
 from tenants import services
 from tenants.models import Department
 from tests.conftest import provision, sign_in, unique_slug
+from tests.races import second_waits_for_first
 from tests.tenants.test_api import api, assert_error, token
 
 ACTOR = Actor.system("tree-test")
-
-
-def waiting_for_advisory_lock(engine: Engine) -> bool:
-    with engine.connect() as conn:
-        return bool(conn.execute(text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).scalar())
 
 
 def roots_of(parents: dict[uuid.UUID, uuid.UUID | None]) -> dict[uuid.UUID, bool]:
@@ -50,34 +42,17 @@ def test_two_crossing_moves_at_once_leave_no_cycle(committed_db, engine):
     # Transaction 1 moves A under B and stays open; transaction 2, on its own connection, moves B under A.
     first = committed_db.session(tenant)
     services.save_department(first, ACTOR, name="A", parent_id=b, department_id=a)
-    outcome: dict[str, Any] = {}
 
-    def second() -> None:
-        try:
-            with committed_db.transaction(tenant) as s2:
-                services.save_department(s2, ACTOR, name="B", parent_id=a, department_id=b)
-            outcome["result"] = "moved"
-        except ValidationFailed as exc:
-            outcome["result"] = exc
+    def second() -> str:
+        with committed_db.transaction(tenant) as s2:
+            services.save_department(s2, ACTOR, name="B", parent_id=a, department_id=b)
+        return "moved"
 
-    thread = threading.Thread(target=second)
-    thread.start()
-    # Bounded wait for the second to queue on the tree lock (without the lock it simply finishes).
-    waited = False
-    for _ in range(600):
-        if waiting_for_advisory_lock(engine):
-            waited = True
-            break
-        if not thread.is_alive():
-            break
-        thread.join(0.05)
-    first.commit()
-    first.close()
-    thread.join(60)
-    assert not thread.is_alive()
+    # Without the tree lock the second simply finishes (and leaves a cycle) instead of waiting.
+    waited, result = second_waits_for_first(first, second, engine)
     assert waited, "the second move did not wait for the first"
-    assert isinstance(outcome["result"], ValidationFailed), outcome
-    assert outcome["result"].field_errors == {"parent_id": [_l("Would create a cycle.")]}
+    assert isinstance(result, ValidationFailed), result
+    assert result.field_errors == {"parent_id": [_l("Would create a cycle.")]}
     with committed_db.transaction(tenant) as s:
         parents = {row[0]: row[1] for row in s.execute(select(Department.id, Department.parent_id))}
     assert parents == {a: b, b: None}

@@ -4,14 +4,13 @@ moment works once, the other answer being a clear 4xx (smaller finding: invitati
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import event, select
 
 from core.db import normalise_url
 from core.errors import DomainError
@@ -22,6 +21,7 @@ from tenants import services
 from tenants.errors import InvalidToken
 from tenants.models import User
 from tests.conftest import PASSWORD, _csrf_from, provision, unique_slug
+from tests.races import second_waits_for_first
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -121,28 +121,6 @@ def test_argon2_and_redis_run_outside_any_transaction(watched_app, committed_db)
     assert [(what, n) for what, n in watch.seen if n] == []
 
 
-# A row lock is waited for as a transaction id, which belongs to no database: match by backend.
-_WAITING = ("SELECT count(*) FROM pg_locks WHERE NOT granted "
-            "AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())")
-
-
-def waiting_for_a_lock(engine: Engine) -> bool:
-    """Whether a session of this database waits for a lock, on any node.
-
-    On Citus a tenant's rows live on a worker: the waiting is done there, by the backend the
-    coordinator opened for the transaction, while the coordinator's own backend waits on the network
-    and holds no lock of its own. So the same question is asked on every node (run_command_on_all_nodes
-    runs as the calling role; the application's ordinary role may call it).
-    """
-    with engine.connect() as conn:
-        if conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).first() is None:
-            return bool(conn.execute(text(_WAITING)).scalar())
-        answers = conn.execute(text("SELECT nodeid, success, result FROM run_command_on_all_nodes(:q)"),
-                               {"q": _WAITING}).all()
-        assert all(ok for _node, ok, _result in answers), answers
-        return any(int(result) for _node, _ok, result in answers)
-
-
 def test_one_invitation_accepted_twice_at_once_makes_one_user(committed_db, engine):
     slug = unique_slug("twice")
     tenant, _ = provision(committed_db, slug)
@@ -151,31 +129,14 @@ def test_one_invitation_accepted_twice_at_once_makes_one_user(committed_db, engi
 
     first = committed_db.session(tenant)
     services.accept_invitation(first, issued.secret, name="First", password=NEW_PASSWORD)
-    outcome: dict[str, Any] = {}
 
-    def second() -> None:
-        try:
-            with committed_db.transaction(tenant) as s2:
-                services.accept_invitation(s2, issued.secret, name="Second", password=NEW_PASSWORD)
-            outcome["result"] = "accepted"
-        except Exception as exc:
-            outcome["result"] = exc
+    def second() -> str:
+        with committed_db.transaction(tenant) as s2:
+            services.accept_invitation(s2, issued.secret, name="Second", password=NEW_PASSWORD)
+        return "accepted"
 
-    thread = threading.Thread(target=second)
-    thread.start()
-    waited = False
-    for _ in range(600):
-        if waiting_for_a_lock(engine):
-            waited = True
-            break
-        if not thread.is_alive():
-            break
-        thread.join(0.05)
-    first.commit()
-    first.close()
-    thread.join(60)
-    assert waited, outcome
-    result = outcome["result"]
+    waited, result = second_waits_for_first(first, second, engine)
+    assert waited, result
     assert isinstance(result, InvalidToken), repr(result)
     assert isinstance(result, DomainError)
     assert 400 <= result.status < 500
