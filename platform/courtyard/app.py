@@ -304,7 +304,7 @@ def _register_error_handlers(app: Flask) -> None:
         # a migration or an export, or running without end. Nothing of it was committed.
         busy = isinstance(orig, psycopg.errors.LockNotAvailable)
         log.warning("database gave up on a request", extra={"fields": {
-            "path": request.path, "reason": "lock_timeout" if busy else "statement_timeout"}})
+            "path": redact(request.path), "reason": "lock_timeout" if busy else "statement_timeout"}})
         _discard_failed_work()
         if busy:
             response = error_response(503, "database_busy", _l("The data is being changed by another operation "
