@@ -16,6 +16,8 @@ class Permission:
     name: str
     label: Message  # `_l("...")`: shown in the reader's language
     group: str
+    #: Built-in role keys that hold this function when a tenant is provisioned (editable later).
+    grants: tuple[str, ...] = ()
 
 
 _CATALOG: dict[str, Permission] = {}
@@ -36,6 +38,11 @@ def known(name: str) -> bool:
 
 def all_names() -> frozenset[str]:
     return frozenset(_CATALOG)
+
+
+def default_grants(role_key: str) -> list[str]:
+    """The functions a built-in role starts with, as the domains that registered them declared."""
+    return sorted(p.name for p in _CATALOG.values() if role_key in p.grants)
 
 
 @dataclass(frozen=True, slots=True)

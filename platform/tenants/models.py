@@ -103,6 +103,8 @@ class Role(TenantRecord, TenantBase):
     name_zh: Mapped[str] = mapped_column(String(100), default="", server_default="")
     permissions: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
     builtin: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    #: own | department | subtree | all (tenants.permissions.DATA_SCOPES): which records its users see.
+    data_scope: Mapped[str] = mapped_column(String(16), default="own", server_default="own")
 
     @property
     def effective_permissions(self) -> frozenset[str]:

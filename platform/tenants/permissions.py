@@ -29,3 +29,8 @@ DEFAULT_ROLES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "sales": ("Sales", "销售", (USERS_READ,)),
     "service": ("Service", "客服", (USERS_READ,)),
 }
+
+#: What each built-in role's users see of the records (crm.records.scope): their own, their
+#: department's, their department and those below it, or everything.
+DATA_SCOPES = ("own", "department", "subtree", "all")
+DEFAULT_SCOPES: dict[str, str] = {"admin": "all", "manager": "subtree", "sales": "own", "service": "own"}

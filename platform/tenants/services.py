@@ -9,7 +9,7 @@ import datetime as dt
 import re
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from core.errors import (
     ValidationFailed,
 )
 from core.i18n import MAX_PARAM_CHARS, Message, _l, _ln, shown
-from core.permissions import Actor, known
+from core.permissions import Actor, default_grants, known
 from core.security import digest, hash_password, needs_rehash, new_secret, password_problem, verify_password
 from core.tasks import DeadTask, OutboxTask
 from core.tenancy import BoundTenant, schema_for, validate_slug
@@ -61,6 +61,9 @@ from tenants.models import (
 EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}")  # fullmatch: no trailing line break
 INVITATION_TTL = dt.timedelta(days=7)
 RESET_TTL = dt.timedelta(hours=2)
+#: Called with the new tenant's session after its schema, roles and admin exist: higher floors (the
+#: CRM's dictionaries) seed their data here without tenants importing them.
+PROVISION_HOOKS: list[Callable[[Session], None]] = []
 
 
 def bound(tenant: Tenant | BoundTenant) -> BoundTenant:
@@ -282,7 +285,9 @@ def create_schema(session: Session, tenant: BoundTenant) -> None:
 def seed_roles(session: Session) -> dict[str, Role]:
     roles = {}
     for key, (name, name_zh, permissions) in perms.DEFAULT_ROLES.items():
-        role = Role(key=key, name=name, name_zh=name_zh, permissions=list(permissions), builtin=True)
+        granted = sorted({*permissions, *default_grants(key)})
+        role = Role(key=key, name=name, name_zh=name_zh, permissions=granted, builtin=True,
+                    data_scope=perms.DEFAULT_SCOPES[key])
         session.add(role)
         roles[key] = role
     session.flush()
@@ -323,6 +328,8 @@ def provision(session: Session, actor: Actor, *, slug: str, name: str, admin_ema
     admin = User(email=email, name=admin_name, password_hash=password_hash, role_id=roles["admin"].id)
     tsession.add(admin)
     tsession.flush()
+    for hook in PROVISION_HOOKS:
+        hook(tsession)
     audit(tsession, actor, "tenant.provisioned", "tenant", tenant.id, after={"slug": slug, "name": name})
     tsession.flush()
     return Provisioned(tenant, admin)

@@ -1,0 +1,1 @@
+"""Activities (calls, visits, meetings, emails, notes) and tasks with reminders and a calendar."""
