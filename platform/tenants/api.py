@@ -284,3 +284,12 @@ def _quota_headers(response: Response) -> Response:
 
 def register(api: Api) -> None:
     api.register_blueprint(blp)
+
+
+# Shared with the CRM's API (crm.records.api): one JSON parser, one ETag form, one authentication and
+# quota step for every /api/v1 blueprint.
+ApiBlueprint = _Blueprint
+etag = _etag
+expected_version = _expected_version
+authenticate_first = _authenticate_first
+quota_headers = _quota_headers

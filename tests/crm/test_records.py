@@ -40,12 +40,14 @@ def test_numbers_follow_the_tenant_format(tsession, org):
     rep = as_user(tsession, org.rep_a)
     first = services.create(tsession, rep, CUSTOMERS, {"name": "北京华为"})
     second = services.create(tsession, rep, CUSTOMERS, {"name": "上海电气"})
-    assert first.number.startswith("KH-") and first.number.endswith("-00001")
+    assert first.number.startswith("KH-")
+    assert first.number.endswith("-00001")
     assert second.number.endswith("-00002")
     tsession.add(NumberFormat(entity="contacts", pattern="C{yy}{mm}-{seq:03}"))
     tsession.flush()
     contact = services.create(tsession, rep, CONTACTS, {"name": "王小明", "customer_id": str(first.id)})
-    assert contact.number.endswith("-001") and contact.number.startswith("C")
+    assert contact.number.endswith("-001")
+    assert contact.number.startswith("C")
 
 
 def test_data_scope_own_department_subtree_and_shares(tsession, org):

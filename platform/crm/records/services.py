@@ -97,7 +97,7 @@ def user_names(session: Session, ids: Iterable[Any]) -> dict[Any, str]:
     wanted = {i for i in ids if isinstance(i, uuid.UUID)}
     if not wanted:
         return {}
-    return dict(session.execute(select(User.id, User.name).where(User.id.in_(wanted))).tuples().all())
+    return dict(session.execute(select(User.id, User.name).where(User.id.in_(wanted))).all())
 
 
 def title(ent: Entity, record: Any) -> str:
