@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.errors import ConfigError
-from core.storage import DEFAULT_ALLOWED_TYPES, KEY_RE, parse_types
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -91,11 +90,25 @@ def _bucket(name: str, raw: str) -> str:
 
 def _prefix(name: str, raw: str) -> str:
     """A key prefix inside the bucket, kept with one trailing slash, so keys sit in their own folder."""
+    from core.storage import KEY_RE  # core.storage needs core.i18n, which needs this module
+
     prefix = raw.strip("/")
     if not KEY_RE.fullmatch(prefix) or len(prefix) > 200:
         msg = f"{name} must be folder names of letters, digits, '.', '_' and '-' separated by '/', got {raw!r}"
         raise ConfigError(msg)
     return prefix + "/"
+
+
+def _types(name: str, raw: str) -> frozenset[str]:
+    from core.storage import parse_types
+
+    return parse_types(name, raw)
+
+
+def _default_types() -> frozenset[str]:
+    from core.storage import DEFAULT_ALLOWED_TYPES
+
+    return DEFAULT_ALLOWED_TYPES
 
 
 #: An explicit archive key must be long enough that it cannot be guessed offline from a signed archive.
@@ -152,7 +165,7 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "s3_secret_access_key": lambda _n, v: v,
     "s3_addressing_style": lambda n, v: _choice(n, v, ("auto", "path", "virtual")),
     "attachment_max_bytes": lambda n, v: _int(n, v, 1),
-    "attachment_types": parse_types,
+    "attachment_types": _types,
 }
 
 
@@ -228,7 +241,7 @@ class Settings:
     #: The largest attachment accepted (an upload route must let a request body this large through).
     attachment_max_bytes: int = 20 * 1024 * 1024
     #: Content types an attachment may have once sniffed (core.storage.sniff).
-    attachment_types: frozenset[str] = DEFAULT_ALLOWED_TYPES
+    attachment_types: frozenset[str] = field(default_factory=_default_types)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -411,6 +411,8 @@ _IMAGE_EXT = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gi
 _OTHER_EXT = {"pdf": "application/pdf", "rtf": "application/rtf", "7z": "application/x-7z-compressed",
               "rar": "application/vnd.rar", "gz": "application/gzip", "tgz": "application/gzip"}
 
+_BY_EXT = {**_OOXML, **_OLE, **_TEXT, **_ACTIVE_EXT, **_IMAGE_EXT, **_OTHER_EXT}
+
 #: The default allow-list (COURTYARD_ATTACHMENT_TYPES): office documents, images, PDF, text, archives and
 #: unrecognised binary data (kept as application/octet-stream, always downloaded, never shown).
 DEFAULT_ALLOWED_TYPES = frozenset({
@@ -432,8 +434,9 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"Rar!\x1a\x07", 0, "application/vnd.rar"),
     (b"\x1f\x8b", 0, "application/gzip"),
 )
-#: Programs: refused whatever their name says (Windows PE, ELF, Mach-O, Java class / fat Mach-O, scripts).
-_EXECUTABLE = (b"MZ", b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe",
+#: Programs: refused whatever their name says (ELF, Mach-O, Java class / fat Mach-O, scripts; Windows
+#: programs start with "MZ", checked apart as a text may begin with those letters).
+_EXECUTABLE = (b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe",
                b"\xca\xfe\xba\xbe", b"#!")
 _ACTIVE_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<script", b"<iframe", b"<svg", b"<?xml",
                   b"<!--")
@@ -493,11 +496,13 @@ def _kind(content_type: str) -> str:
 
 
 def _claimed(ext: str, declared: str) -> str | None:
-    by_ext = {**_OOXML, **_OLE, **_TEXT, **_ACTIVE_EXT, **_IMAGE_EXT, **_OTHER_EXT}.get(ext)
+    """What the name (or, without a known extension, the declared type) says the file is, when that is a
+    type whose content can be checked; an unknown format cannot be held to its claim."""
+    by_ext = _BY_EXT.get(ext)
     if by_ext:
         return by_ext
     declared = declared.split(";", 1)[0].strip().lower()
-    return None if declared in ("", OCTET_STREAM, "binary/octet-stream") else declared
+    return declared if declared in _BY_EXT.values() else None
 
 
 def sniff(first_bytes: bytes, filename: str, declared: str | None,
@@ -511,7 +516,7 @@ def sniff(first_bytes: bytes, filename: str, declared: str | None,
     """
     ext = _extension(filename)
     claimed = _claimed(ext, declared or "")
-    if first_bytes.startswith(_EXECUTABLE):
+    if first_bytes.startswith(_EXECUTABLE) or (first_bytes.startswith(b"MZ") and not _is_text(first_bytes)):
         raise FileTypeRefused(_l("Programs and scripts cannot be attached."))
     found = _magic(first_bytes)
     if found is None and _is_text(first_bytes):
@@ -529,6 +534,7 @@ def sniff(first_bytes: bytes, filename: str, declared: str | None,
         if claimed is not None:
             raise FileTypeRefused(_l("The file's content does not match its name or type (%(claimed)s).",
                                      claimed=claimed))
+        # A format we cannot recognise is kept, but only as bytes: it is never shown, only downloaded.
         found = OCTET_STREAM
     if found not in allowed:
         raise FileTypeRefused(_l("Files of type %(type)s cannot be attached.", type=found))
