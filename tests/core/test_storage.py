@@ -281,6 +281,20 @@ def test_the_app_holds_the_storage(app, settings: Settings) -> None:
     assert storage.root == settings.attachments_dir.resolve()
 
 
+def test_workers_hold_the_storage(settings: Settings, db) -> None:
+    from core.tasks import configure_tasks, task_runtime
+    from courtyard.celery_app import configure_task_runtime
+
+    before = task_runtime()
+    try:
+        configure_task_runtime(settings, db=db)
+        storage = task_runtime().storage
+        assert isinstance(storage, LocalStorage)
+        assert storage.root == settings.attachments_dir.resolve()
+    finally:
+        configure_tasks(before)
+
+
 @pytest.mark.parametrize(("env", "message"), [
     ({"COURTYARD_STORAGE_BACKEND": "s3"}, "needs COURTYARD_S3_BUCKET"),
     ({"COURTYARD_STORAGE_BACKEND": "ftp"}, "COURTYARD_STORAGE_BACKEND must be one of local, s3"),
