@@ -158,16 +158,15 @@ class LocalStorage:
 
     def _path(self, key: str) -> Path:
         path = self.root / check_key(key)
-        # The key grammar already keeps it inside; this also stops a symlink planted under the root.
+        # The key grammar already keeps it inside; this also stops a symlink planted under the root
+        # (resolve follows the links of the part that exists, whether or not the rest does).
         if not path.parent.resolve().is_relative_to(self.root):
             raise InvalidKey(_l("The storage key is not valid."))
         return path
 
     def put(self, key: str, stream: Readable, *, content_type: str, max_bytes: int) -> StoredObject:
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / check_key(key)
+        path = self._path(key)  # before mkdir, which would otherwise follow a symlink out of the root
         path.parent.mkdir(parents=True, exist_ok=True)
-        path = self._path(key)
         # The temporary file starts with a dot, which no key may: it can never be read as an object,
         # and a process killed mid-write leaves only such a file (see remove_partials).
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -438,8 +437,7 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
 #: programs start with "MZ", checked apart as a text may begin with those letters).
 _EXECUTABLE = (b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe",
                b"\xca\xfe\xba\xbe", b"#!")
-_ACTIVE_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<script", b"<iframe", b"<svg", b"<?xml",
-                  b"<!--")
+_ACTIVE_STARTS = ("<!doctype html", "<html", "<head", "<body", "<script", "<iframe", "<svg", "<?xml", "<!--")
 
 
 def _magic(head: bytes) -> str | None:
@@ -451,27 +449,32 @@ def _magic(head: bytes) -> str | None:
     return None
 
 
-def _is_text(head: bytes) -> bool:
-    if b"\x00" in head:
-        return False
-    for encoding in ("utf-8", "gb18030"):
+def _text(head: bytes) -> str | None:
+    """``head`` decoded when it is text: UTF-8, GB18030 (what Chinese Windows saves), or UTF-16 with its
+    byte-order mark (Excel's "Unicode text" export); None for binary data."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encodings: tuple[str, ...] = ("utf-16",)
+    elif b"\x00" in head:
+        return None
+    else:
+        encodings = ("utf-8-sig", "gb18030")
+    for encoding in encodings:
         try:
             # Not final: the sniffed bytes may end inside a multi-byte character.
-            codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+            return codecs.getincrementaldecoder(encoding)().decode(head, final=False)
         except UnicodeDecodeError:
             continue
-        return True
-    return False
+    return None
 
 
-def _active_text(head: bytes) -> str | None:
+def _active_text(text: str) -> str | None:
     """The markup type when text looks like HTML, SVG or XML (what a browser would sniff as such)."""
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if not text.startswith(_ACTIVE_STARTS):
+    start = text.lstrip("\ufeff \t\r\n").lower()
+    if not start.startswith(_ACTIVE_STARTS):
         return None
-    if b"<svg" in text:
+    if "<svg" in start:
         return "image/svg+xml"
-    if text.startswith(b"<?xml") and b"<html" not in text:
+    if start.startswith("<?xml") and "<html" not in start:
         return "application/xml"
     return "text/html"
 
@@ -516,11 +519,12 @@ def sniff(first_bytes: bytes, filename: str, declared: str | None,
     """
     ext = _extension(filename)
     claimed = _claimed(ext, declared or "")
-    if first_bytes.startswith(_EXECUTABLE) or (first_bytes.startswith(b"MZ") and not _is_text(first_bytes)):
+    text = _text(first_bytes)
+    if first_bytes.startswith(_EXECUTABLE) or (first_bytes.startswith(b"MZ") and text is None):
         raise FileTypeRefused(_l("Programs and scripts cannot be attached."))
     found = _magic(first_bytes)
-    if found is None and _is_text(first_bytes):
-        found = _active_text(first_bytes) or _ACTIVE_EXT.get(ext) or _TEXT.get(ext, "text/plain")
+    if found is None and text is not None:
+        found = _active_text(text) or _ACTIVE_EXT.get(ext) or _TEXT.get(ext, "text/plain")
     if found == "application/zip":
         found = _OOXML.get(ext, found)
     elif found == "application/x-ole-storage":

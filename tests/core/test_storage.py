@@ -131,9 +131,10 @@ def test_a_symlink_under_the_root_does_not_lead_out(local: LocalStorage, tmp_pat
     (local.root / "link").symlink_to(outside)
     with pytest.raises(InvalidKey):
         local.open("link/secret")
-    with pytest.raises(InvalidKey):
-        local.put("link/new", io.BytesIO(b"x"), content_type="text/plain", max_bytes=10)
-    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    for key in ("link/new", "link/sub/new"):
+        with pytest.raises(InvalidKey):
+            local.put(key, io.BytesIO(b"x"), content_type="text/plain", max_bytes=10)
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]  # not even a directory made there
 
 
 def test_a_process_killed_mid_write_leaves_no_object(local: LocalStorage) -> None:
@@ -360,6 +361,8 @@ NOISE = bytes(range(256)) * 4
     (("中" * SNIFF_BYTES).encode()[:SNIFF_BYTES], "notes.txt", "text/plain", "text/plain"),  # cut mid-character
     (b"", "empty.txt", "text/plain", "text/plain"),
     (b"plain words", "README", None, "text/plain"),
+    ("客户\t电话\r\n".encode("utf-16"), "客户.txt", "text/plain", "text/plain"),  # Excel's "Unicode text"
+    (b"\xef\xbb\xbfid,name\n", "a.csv", "text/csv", "text/csv"),
     (NOISE, "drawing.dwg", "application/acad", "application/octet-stream"),  # unknown: kept as bytes
     (b"MZ Motors, order 12\n", "order.txt", "text/plain", "text/plain"),
     (NOISE, "data.bin", "application/octet-stream", "application/octet-stream"),
@@ -377,6 +380,8 @@ def test_sniff_accepts(head: bytes, filename: str, declared: str | None, expecte
     (HTML, "page.txt", "text/plain", "The file's content does not match its name or type (text/plain)."),
     (HTML, "page.html", "text/html", "Files of type text/html cannot be attached."),
     (HTML, "page", None, "Files of type text/html cannot be attached."),
+    ("<html><script>".encode("utf-16"), "page.htm", None, "Files of type text/html cannot be attached."),
+    ("<HTML><script>".encode("utf-16"), "page", None, "Files of type text/html cannot be attached."),
     (SVG, "logo.svg", "image/svg+xml", "Files of type image/svg+xml cannot be attached."),
     (SVG, "logo.png", "image/png", "The file's content does not match its name or type (image/png)."),
     (b"plain words", "x.svg", None, "Files of type image/svg+xml cannot be attached."),
