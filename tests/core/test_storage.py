@@ -432,3 +432,28 @@ def test_download_headers() -> None:
     assert download_headers("application/pdf", "a.pdf", inline=True)["Content-Disposition"].startswith("attachment")
     assert download_headers("image/png", "", inline=False)["Content-Disposition"].startswith(
         'attachment; filename="download"')
+
+
+def test_a_reader_streams_as_a_response_body_and_is_closed(local: LocalStorage) -> None:
+    from flask import Flask, Response
+
+    data = os.urandom(150_000)
+    local.put("t1/a", io.BytesIO(data), content_type="application/pdf", max_bytes=len(data))
+    opened: list[object] = []
+    app = Flask(__name__)
+
+    @app.get("/download")
+    def download() -> Response:
+        reader = local.open("t1/a")
+        opened.append(reader)
+        headers = {**download_headers("application/pdf", "报价.pdf"), "Content-Length": str(reader.size)}
+        return Response(reader, headers=headers, direct_passthrough=True)
+
+    answer = app.test_client().get("/download")
+    assert answer.data == data
+    assert answer.headers["Content-Disposition"].startswith("attachment;")
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["Content-Length"] == str(len(data))
+    assert not opened[0]._raw.closed
+    answer.close()  # what every WSGI server does once the body is sent (PEP 3333)
+    assert opened[0]._raw.closed
