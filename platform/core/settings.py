@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -65,6 +66,51 @@ def _locale(name: str, raw: str) -> str:
     return raw
 
 
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        msg = f"{name} must be one of {', '.join(choices)}, got {raw!r}"
+        raise ConfigError(msg)
+    return raw
+
+
+def _url(name: str, raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        msg = f"{name} must start with http:// or https://, got {raw!r}"
+        raise ConfigError(msg)
+    return raw.rstrip("/")
+
+
+def _bucket(name: str, raw: str) -> str:
+    # The rules AWS, MinIO and OSS share: 3-63 lower-case letters, digits, dots and hyphens.
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", raw):
+        msg = f"{name} must be a bucket name (3-63 lower-case letters, digits, '.' and '-'), got {raw!r}"
+        raise ConfigError(msg)
+    return raw
+
+
+def _prefix(name: str, raw: str) -> str:
+    """A key prefix inside the bucket, kept with one trailing slash, so keys sit in their own folder."""
+    from core.storage import KEY_RE  # core.storage needs core.i18n, which needs this module
+
+    prefix = raw.strip("/")
+    if not KEY_RE.fullmatch(prefix) or len(prefix) > 200:
+        msg = f"{name} must be folder names of letters, digits, '.', '_' and '-' separated by '/', got {raw!r}"
+        raise ConfigError(msg)
+    return prefix + "/"
+
+
+def _types(name: str, raw: str) -> frozenset[str]:
+    from core.storage import parse_types
+
+    return parse_types(name, raw)
+
+
+def _default_types() -> frozenset[str]:
+    from core.storage import DEFAULT_ALLOWED_TYPES
+
+    return DEFAULT_ALLOWED_TYPES
+
+
 #: An explicit archive key must be long enough that it cannot be guessed offline from a signed archive.
 MIN_ARCHIVE_KEY_LENGTH = 32
 
@@ -110,6 +156,16 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "cli_idle_in_transaction_timeout_ms": lambda n, v: _int(n, v, 0),
     "migration_lock_timeout_ms": lambda n, v: _int(n, v, 10),
     "migration_attempts": lambda n, v: _int(n, v, 1),
+    "storage_backend": lambda n, v: _choice(n, v, ("local", "s3")),
+    "s3_endpoint_url": _url,
+    "s3_bucket": _bucket,
+    "s3_prefix": _prefix,
+    "s3_region": lambda _n, v: v,
+    "s3_access_key_id": lambda _n, v: v,
+    "s3_secret_access_key": lambda _n, v: v,
+    "s3_addressing_style": lambda n, v: _choice(n, v, ("auto", "path", "virtual")),
+    "attachment_max_bytes": lambda n, v: _int(n, v, 1),
+    "attachment_types": _types,
 }
 
 
@@ -169,6 +225,23 @@ class Settings:
     #: attempts in all, with a doubling pause), so requests never queue behind a waiting ALTER TABLE.
     migration_lock_timeout_ms: int = 2_000
     migration_attempts: int = 5
+    #: Where attachments are kept: ``local`` (files under var/attachments/) or ``s3`` (an S3-compatible bucket).
+    storage_backend: str = "local"
+    #: The S3 service; None: AWS itself (in ``s3_region``). MinIO, OSS etc. give their endpoint here.
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    #: Keys are stored under this folder of the bucket ("" or "name/"), so a bucket can be shared.
+    s3_prefix: str = ""
+    s3_region: str | None = None
+    #: None: boto3's own lookup (AWS_* variables, an instance role).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    #: ``path`` for MinIO and most self-hosted services, ``virtual`` for OSS, ``auto`` for AWS.
+    s3_addressing_style: str = "auto"
+    #: The largest attachment accepted (an upload route must let a request body this large through).
+    attachment_max_bytes: int = 20 * 1024 * 1024
+    #: Content types an attachment may have once sniffed (core.storage.sniff).
+    attachment_types: frozenset[str] = field(default_factory=_default_types)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -189,6 +262,10 @@ class Settings:
     @property
     def outbox_dir(self) -> Path:
         return self.var_dir / "outbox"
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.var_dir / "attachments"
 
     def tenant_link(self, slug: str, path: str) -> str:
         """An absolute link into a tenant's site for mail: ``<public url>/t/<slug><path>``, or
@@ -261,6 +338,12 @@ class Settings:
         if settings.session_max_age_s < settings.session_ttl_s:
             msg = (f"COURTYARD_SESSION_MAX_AGE_S ({settings.session_max_age_s}) must be at least "
                    f"COURTYARD_SESSION_TTL_S ({settings.session_ttl_s})")
+            raise ConfigError(msg)
+        if settings.storage_backend == "s3" and settings.s3_bucket is None:
+            msg = "COURTYARD_STORAGE_BACKEND=s3 needs COURTYARD_S3_BUCKET"
+            raise ConfigError(msg)
+        if (settings.s3_access_key_id is None) != (settings.s3_secret_access_key is None):
+            msg = "COURTYARD_S3_ACCESS_KEY_ID and COURTYARD_S3_SECRET_ACCESS_KEY are set together or not at all"
             raise ConfigError(msg)
         return replace(settings, public_url=(public_url or f"http://{settings.base_domain}:{settings.port}").rstrip("/"))
 

@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, current_app, shared_task
 from cryptography.fernet import Fernet, InvalidToken
@@ -37,6 +37,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.db import SharedBase, uuid7
+
+if TYPE_CHECKING:
+    from core.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -329,12 +332,14 @@ def relay_outbox(max_batches: int = 20) -> int:
 
 
 class TaskRuntime:
-    """What task bodies need (database, mailer, settings), set once per process by the composition root."""
+    """What task bodies need (database, mailer, settings, attachment storage), set once per process by
+    the composition root."""
 
-    def __init__(self, db: Any, mailer: Any, settings: Any) -> None:
+    def __init__(self, db: Any, mailer: Any, settings: Any, storage: Storage | None = None) -> None:
         self.db = db
         self.mailer = mailer
         self.settings = settings
+        self.storage = storage
 
 
 _task_runtime: TaskRuntime | None = None

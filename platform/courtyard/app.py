@@ -40,6 +40,7 @@ from core.mail import make_mailer
 from core.ratelimit import QuotaLimiter, RateLimiter
 from core.sessions import RedisSessionInterface
 from core.settings import Settings, project_root
+from core.storage import storage_from_settings
 from courtyard.runtime import make_redis
 from crm.records import api as crm_api
 from tenants import api as tenants_api
@@ -104,6 +105,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
         mailer=make_mailer(settings.smtp_url, settings.outbox_dir, settings.mail_from),
         limiter=RateLimiter(redis_client),
         quota=QuotaLimiter(redis_client),
+        storage=storage_from_settings(settings),
     )
     app.session_interface = RedisSessionInterface(redis_client, ttl_s=settings.session_ttl_s,
                                                   max_age_s=settings.session_max_age_s,

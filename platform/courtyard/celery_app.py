@@ -11,6 +11,7 @@ from core.db import Database, make_engine
 from core.logs import configure_logging, task_id_var
 from core.mail import make_mailer
 from core.settings import Settings
+from core.storage import storage_from_settings
 from core.tasks import RELAY_AFTER_S, TaskRuntime, configure_tasks
 from courtyard.runtime import celery_redis_url, check_redis_memory_policy, make_redis
 
@@ -58,6 +59,7 @@ def configure_task_runtime(settings: Settings, db: Database | None = None) -> No
                                          timeouts=settings.app_timeouts)),
         mailer=make_mailer(settings.smtp_url, settings.outbox_dir, settings.mail_from),
         settings=settings,
+        storage=storage_from_settings(settings),
     ))
 
 

@@ -33,6 +33,7 @@ from core.permissions import Actor
 from core.ratelimit import QuotaLimiter, RateLimiter
 from core.security import digest
 from core.settings import Settings
+from core.storage import Storage
 from core.tenancy import SLUG_RE, BoundTenant, slug_from_host
 from tenants import services
 from tenants.errors import TenantNotFound
@@ -61,6 +62,7 @@ class Runtime:
     mailer: Mailer
     limiter: RateLimiter
     quota: QuotaLimiter
+    storage: Storage
 
 
 def runtime(app: Flask | None = None) -> Runtime:
