@@ -43,6 +43,7 @@ from core.settings import Settings, project_root
 from core.storage import storage_from_settings
 from courtyard.runtime import make_redis
 from crm.records import api as crm_api
+from crm.records import views as crm_views
 from tenants import api as tenants_api
 from tenants import context, oauth, views
 from tenants.context import PathPrefixMiddleware, QueryStringMiddleware, Runtime
@@ -131,6 +132,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     app.teardown_request(context.teardown)
 
     views.register(app)
+    crm_views.register(app)
     oauth.register(app)
     api = CourtyardApi(app)
     tenants_api.register(api)
