@@ -44,6 +44,22 @@ def test_pinyin_is_phrase_aware_for_polyphonic_characters():
     assert "zhangda" in document_tokens(["长大"])
 
 
+def test_cached_conversion_agrees_with_pypinyin():
+    from pypinyin import Style, lazy_pinyin
+    for run in ["重庆", "银行行长", "中国工商银行股份有限公司", "长大了的长城", "北京华为技术有限公司重庆分公司",
+                "曾经的音乐", "单于", "一行人行走在银行", "乐乐", "西安", "〇"]:
+        for style in (Style.NORMAL, Style.TONE3):
+            assert list(search._syllables(run, style)) == lazy_pinyin(run, style=style, errors="ignore"), run
+            assert search._syllables(run, style) == search._syllables(run, style)  # a second, cached call
+
+
+def test_texts_without_pinyin_give_characters_and_words_only():
+    tokens = set(document_tokens(["华为"], without_pinyin=["北京市海淀区 Zhongguancun 5号"]))
+    assert {"华为", "huawei", "北京", "海淀", "zhongguancun", "5", "号"} <= tokens
+    assert "beijing" not in tokens
+    assert not any(t.startswith("bj") for t in tokens)
+
+
 def test_first_character_other_readings_cover_surnames():
     tokens = set(document_tokens(["曾先生"]))
     assert {"cengxiansheng", "zengxiansheng", "cxs", "zxs"} <= tokens

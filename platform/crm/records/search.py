@@ -41,9 +41,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
 from pypinyin import Style, lazy_pinyin, pinyin
+from pypinyin.seg.mmseg import seg as _phrase_segmenter
 from sqlalchemy import ColumnElement, Text, cast, func, literal
 from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY, TSVECTOR
 
@@ -83,25 +85,24 @@ _SORT_DROP = re.compile(r"[^\w ]+|_")
 _SPACES = re.compile(r"\s+")
 
 
-def document_tokens(texts: Iterable[str]) -> list[str]:
-    """The lexemes to store for a record whose searchable texts are `texts` (most important first)."""
+def document_tokens(texts: Iterable[str], *, without_pinyin: Iterable[str] = ()) -> list[str]:
+    """The lexemes to store for a record whose searchable texts are `texts` (names, codes, phones,
+    emails: most important first), then `without_pinyin` (addresses, notes: found by their characters
+    and words, not by pinyin, which costs two lexemes per Han character)."""
     tokens: dict[str, None] = {}
     budget = MAX_TOTAL_CHARS
-    for raw in texts:
-        if budget <= 0 or len(tokens) >= MAX_TOKENS:
-            break
-        if not raw:
-            continue
-        read = raw[: min(MAX_TEXT_CHARS, budget)]
-        budget -= len(read)
-        # Cut again after NFKC, which can make one character into up to 18 (U+FDFA).
-        text = _normalise(read)[:MAX_TEXT_CHARS]
-        for token in _text_tokens(text):
-            if token:
-                tokens[token[:MAX_LEXEME_CHARS]] = None
-                if len(tokens) >= MAX_TOKENS:
-                    break
-    return list(tokens)
+    for with_pinyin, group in ((True, texts), (False, without_pinyin)):
+        for raw in group:
+            if budget <= 0 or len(tokens) >= MAX_TOKENS:
+                break
+            read = raw[: min(MAX_TEXT_CHARS, budget)]
+            budget -= len(read)
+            # Cut again after NFKC, which can make one character into up to 18 (U+FDFA).
+            text = _normalise(read)[:MAX_TEXT_CHARS]
+            # One text gives at most a few thousand lexemes (bounded by MAX_TEXT_CHARS): cut after it.
+            tokens.update(dict.fromkeys(_text_tokens(text, PINYIN_CHARS if with_pinyin else 0)))
+    tokens.pop("", None)
+    return list(tokens)[:MAX_TOKENS]
 
 
 def query(text: str) -> str | None:
@@ -127,8 +128,8 @@ def sort_key(text: str) -> str:
         between = _strip_marks(norm[last: match.start()])
         plain.append(between)
         toned.append(between)
-        plain.append("".join(lazy_pinyin(match.group(), errors="ignore")))
-        toned.append("".join(lazy_pinyin(match.group(), style=Style.TONE3, errors="ignore")))
+        plain.append("".join(_syllables(match.group())))
+        toned.append("".join(_syllables(match.group(), Style.TONE3)))
         last = match.end()
     tail = _strip_marks(norm[last:])
     plain.append(tail)
@@ -175,49 +176,89 @@ def _segments(text: str) -> Iterator[tuple[bool, str]]:
             yield bool(i % 2), part if i % 2 else _strip_marks(part)
 
 
-def _text_tokens(text: str) -> Iterator[str]:
-    pinyin_left = PINYIN_CHARS
+def _text_tokens(text: str, pinyin_chars: int) -> list[str]:
+    """The lexemes of one normalised text, each at most MAX_LEXEME_CHARS long (lists, not generators:
+    this runs for every record an import writes)."""
+    tokens: list[str] = []
+    pinyin_left = pinyin_chars
     for is_cjk, segment in _segments(text):
         if is_cjk:
-            yield from segment
-            yield from (segment[i: i + 2] for i in range(len(segment) - 1))
+            tokens += segment
+            tokens += [segment[i: i + 2] for i in range(len(segment) - 1)]
             for han in _HAN_RUN.findall(segment):
                 if pinyin_left <= 0:
                     break
-                yield from _pinyin_tokens(han[:pinyin_left])
+                tokens += _pinyin_tokens(han[:pinyin_left])
                 pinyin_left -= len(han)
         else:
-            yield from _latin_tokens(segment)
+            tokens += _latin_tokens(segment)
+    return tokens
 
 
-def _pinyin_tokens(han: str) -> Iterator[str]:
-    syllables = [s for s in lazy_pinyin(han, errors="ignore") if s.isascii() and s.isalpha()]
+def _pinyin_tokens(han: str) -> list[str]:
+    syllables = _syllables(han)
     if not syllables:
-        return
-    for start in range(len(syllables)):
-        yield "".join(syllables[start:])[:MAX_LEXEME_CHARS]
-        yield "".join(s[0] for s in syllables[start:])
+        return []
+    tokens: list[str] = []
+    initials = "".join(s[0] for s in syllables)
+    # Suffixes built backwards, each one syllable longer than the last, cut where a lexeme is cut.
+    whole = ""
+    for i in range(len(syllables) - 1, -1, -1):
+        whole = (syllables[i] + whole)[:MAX_LEXEME_CHARS]
+        tokens += (whole, initials[i:])
     # Other readings of the first character (surnames: 曾 zeng, 单 shan, 仇 qiu), whole run only.
-    readings = pinyin(han[0], style=Style.NORMAL, heteronym=True, errors="ignore")
-    rest = syllables[1:]
-    for reading in (readings[0] if readings else [])[: MAX_EXTRA_READINGS + 1]:
-        if reading != syllables[0] and reading.isascii() and reading.isalpha():
-            yield (reading + "".join(rest))[:MAX_LEXEME_CHARS]
-            yield reading[0] + "".join(s[0] for s in rest)
+    rest, rest_initials = "".join(syllables[1:]), initials[1:]
+    for reading in _readings(han[0]):
+        if reading != syllables[0]:
+            tokens += ((reading + rest)[:MAX_LEXEME_CHARS], reading[0] + rest_initials)
+    return tokens
 
 
-def _latin_tokens(segment: str) -> Iterator[str]:
+def _syllables(han: str, style: Style = Style.NORMAL) -> tuple[str, ...]:
+    """lazy_pinyin(han), phrase-aware (重庆 chongqing, 银行 yinhang), without what has no pinyin. The same
+    words recur across records (公司, 有限, 北京), so each word of pypinyin's own segmentation is
+    converted once, and short runs (names, cities) once as a whole; converting a run then costs a few
+    dictionary look-ups instead of pypinyin's per-character style machinery (several times faster)."""
+    if len(han) <= _CACHED_RUN_CHARS:
+        return _short_run_syllables(han, style)
+    return tuple(s for word in _phrase_segmenter.cut(han) for s in _word_syllables(word, style))
+
+
+# Short runs only, so that the cache holds at most a few MB whatever the input.
+_CACHED_RUN_CHARS = 12
+
+
+@lru_cache(maxsize=20_000)
+def _short_run_syllables(han: str, style: Style) -> tuple[str, ...]:
+    return tuple(s for word in _phrase_segmenter.cut(han) for s in _word_syllables(word, style))
+
+
+@lru_cache(maxsize=50_000)
+def _word_syllables(word: str, style: Style) -> tuple[str, ...]:
+    return tuple(s for s in lazy_pinyin(word, style=style, errors="ignore") if s.isascii() and s.isalnum())
+
+
+@lru_cache(maxsize=20_000)
+def _readings(char: str) -> tuple[str, ...]:
+    readings = pinyin(char, style=Style.NORMAL, heteronym=True, errors="ignore")
+    found = readings[0] if readings else []
+    return tuple(r for r in found if r.isascii() and r.isalpha())[: MAX_EXTRA_READINGS + 1]
+
+
+def _latin_tokens(segment: str) -> list[str]:
+    tokens: list[str] = []
     for match in _PHONE.finditer(segment):
         digits = _digits(match.group())
-        yield from (digits[i:] for i in range(len(digits) - MIN_PHONE_SUFFIX + 1))
+        tokens += [digits[i:] for i in range(len(digits) - MIN_PHONE_SUFFIX + 1)]
     for match in _COMPOUND.finditer(segment):
         compound = match.group()
-        yield compound
+        tokens.append(compound[:MAX_LEXEME_CHARS])
         if "@" in compound:
-            yield from (piece.strip("._+-") for piece in compound.split("@"))
+            tokens += [piece.strip("._+-")[:MAX_LEXEME_CHARS] for piece in compound.split("@")]
         elif compound.startswith("www."):
-            yield compound[4:]
-    yield from _WORD.findall(segment)
+            tokens.append(compound[4:MAX_LEXEME_CHARS + 4])
+    tokens += [word[:MAX_LEXEME_CHARS] for word in _WORD.findall(segment)]
+    return tokens
 
 
 def _digits(text: str) -> str:
