@@ -58,7 +58,7 @@ PINYIN_CHARS = 64
 # A lexeme's length in characters (≤ 256 bytes of UTF-8, far below PostgreSQL's 2 kB); longer words
 # are cut, and query prefixes are cut the same way, so they still match.
 MAX_LEXEME_CHARS = 64
-# Lexemes per record: a typical customer makes ~250 (see the report in bench/README.md).
+# Lexemes per record: a typical customer makes 120-260 (docs/search.md).
 MAX_TOKENS = 1_000
 # Readings of a run's first character beyond lazy_pinyin's choice (surnames).
 MAX_EXTRA_READINGS = 2
@@ -137,7 +137,8 @@ def sort_key(text: str) -> str:
     primary = _SPACES.sub(" ", _SORT_DROP.sub(" ", "".join(plain))).strip()
     secondary = _SPACES.sub(" ", _SORT_DROP.sub(" ", "".join(toned))).strip()
     # \x1f (unit separator) sorts below every printable character: a shorter primary comes first.
-    return f"{primary}\x1f{secondary}\x1f{text}"[:SORT_KEY_CHARS]
+    # PostgreSQL's text cannot hold NUL, the one character a tiebreak would otherwise pass through.
+    return f"{primary}\x1f{secondary}\x1f{text.replace(chr(0), '')}"[:SORT_KEY_CHARS]
 
 
 def to_vector(tokens: list[str]) -> ColumnElement[Any]:
@@ -155,8 +156,8 @@ def matches(column: ColumnElement[Any], text: str) -> ColumnElement[bool] | None
 
 
 def _normalise(text: str) -> str:
-    # NFKC before casefold and again after: casefold can produce characters NFKC would change (ß → ss
-    # is fine, but some compatibility characters only compose after folding).
+    # Normalised on both sides of casefold, as Unicode's compatibility caseless matching does: folding
+    # can leave a string that is no longer in NFKC.
     text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     return text.replace("\x00", " ")
 
