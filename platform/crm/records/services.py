@@ -251,16 +251,22 @@ def next_number(session: Session, ent: Entity, today: dt.date | None = None) -> 
 
 
 def reindex(session: Session, ent: Entity, record: Any) -> None:
-    """Recompute the record's search vector and sort key from its current values."""
+    """Recompute the record's search vector and sort key from its current values.
+
+    Names, codes, phones and emails get pinyin lexemes; addresses and long texts do not (pinyin
+    costs two lexemes per character, and nobody looks up an address by its initials).
+    """
     texts: list[str] = []
+    plain: list[str] = []
     for f in definitions.fields(session, ent):
         if (f.key in ent.search_fields or (f.custom and f.searchable)) and (v := value(record, f)):
-            texts.append(str(v))
+            quiet = f.type == FieldType.LONGTEXT or "address" in f.key
+            (plain if quiet else texts).append(str(v))
     if record.number:
         texts.append(record.number)
     if ent.extra_search is not None:
         texts.extend(ent.extra_search(record))
-    record.search_vector = search.to_vector(search.document_tokens(texts))
+    record.search_vector = search.to_vector(search.document_tokens(texts, without_pinyin=plain))
     record.sort_key = search.sort_key(title(ent, record))
 
 
