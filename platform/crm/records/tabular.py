@@ -413,6 +413,8 @@ def _headers(cells: list[str], line: int, limits: _Limits) -> list[str]:
     headers = [cell.strip() for cell in cells]
     while headers and not headers[-1]:
         headers.pop()
+    if not headers:
+        raise FileRejected(_l("The file has no header row."), code="no_header", line=line)
     seen: dict[str, int] = {}
     for index, header in enumerate(headers):
         if not header:
