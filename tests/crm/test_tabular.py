@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from openpyxl import Workbook, load_workbook
+from openpyxl.styles import PatternFill
 
 from crm.records.tabular import (
     IGNORE,
@@ -343,6 +344,38 @@ def test_too_many_columns() -> None:
     error = rejected(b"a,b\n1,2,3,4,5,6\n", max_columns=5)
     assert (error.code, error.line) == ("too_many_columns", 2)
     assert rejected(xlsx([[f"c{n}" for n in range(6)]]), "c.xlsx", max_columns=5).code == "too_many_columns"
+
+
+def test_styled_empty_cells_far_right_are_not_columns() -> None:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["code", "name"])
+    sheet.append(["K1", "A"])
+    sheet.cell(row=2, column=16_000).fill = PatternFill("solid", fgColor="FFFF00")
+    sheet.append(["K2", "B"])
+    sheet.cell(row=3, column=300, value="far")
+    out = io.BytesIO()
+    book.save(out)
+    table = read_table(out.getvalue(), "c.xlsx", max_rows=10, max_bytes=MB)
+    assert next(table.rows) == (2, ["K1", "A"])
+    with pytest.raises(FileRejected) as caught:
+        next(table.rows)
+    assert (caught.value.code, caught.value.line) == ("too_many_columns", 3)
+
+
+def test_header_only_file_has_no_rows() -> None:
+    table, rows = read("客户代码,客户名称\r\n".encode("gb18030"))
+    assert (table.headers, rows) == (["客户代码", "客户名称"], [])
+
+
+def test_a_refused_header_leaves_the_callers_stream_open() -> None:
+    stream = io.BytesIO(b"code,,name\nK1,x,A\n")
+    with pytest.raises(FileRejected):
+        read_table(stream, "c.csv", max_rows=10, max_bytes=MB)
+    assert not stream.closed
+    stream.seek(0)
+    assert stream.read(4) == b"code"
 
 
 def test_cell_over_the_bound() -> None:
