@@ -99,6 +99,11 @@ def test_gb18030_whose_first_megabytes_are_ascii_is_still_gb18030() -> None:
     assert rows[-1] == (60_002, ["K999999", "华为", "深圳", "13900000000"])
 
 
+def test_a_gb18030_bom_does_not_stick_to_the_first_header() -> None:
+    table, rows = read("\ufeff客户代码,客户名称\r\nKH001,华为\r\n".encode("gb18030"))
+    assert (table.encoding, table.headers, rows) == ("gb18030", ["客户代码", "客户名称"], [(2, ["KH001", "华为"])])
+
+
 def test_utf16_as_excels_unicode_text() -> None:
     data = "客户代码\t客户名称\r\nKH001\t华为\r\n".encode("utf-16")
     table, rows = read(data, "customers.txt")

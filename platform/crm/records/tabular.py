@@ -415,7 +415,8 @@ def _too_many_rows(line: int, limits: _Limits) -> FileRejected:
 
 
 def _headers(cells: list[str], line: int, limits: _Limits) -> list[str]:
-    headers = [cell.strip() for cell in cells]
+    # A second BOM (a GB18030 one, or UTF-8 twice) would otherwise stick to the first header.
+    headers = [cell.replace("\ufeff", "").strip() for cell in cells]
     while headers and not headers[-1]:
         headers.pop()
     if not headers:
