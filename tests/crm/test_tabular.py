@@ -173,6 +173,16 @@ def test_a_stream_that_cannot_seek_is_copied_within_the_bound() -> None:
     assert rejected_stream(Pipe(b"x" * 2000), max_bytes=1000).code == "file_too_large"
 
 
+def test_a_stream_read_from_its_middle_is_copied_and_the_copy_closed_with_the_table() -> None:
+    stream = io.BytesIO(b"junk before" + CHINESE.encode())
+    stream.seek(len(b"junk before"))
+    table = read_table(stream, "c.csv", max_rows=10, max_bytes=MB)
+    assert next(table.rows) == CHINESE_ROWS[0]
+    table.close()
+    assert not stream.closed
+    assert list(table.rows) == []
+
+
 def rejected_stream(stream: object, *, max_bytes: int) -> FileRejected:
     with pytest.raises(FileRejected) as caught:
         read_table(stream, "c.csv", max_rows=10, max_bytes=max_bytes)  # type: ignore[arg-type]

@@ -99,6 +99,10 @@ Row = tuple[int, list[str]]
 Rows = Generator[Row, None, None]
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
 @dataclass
 class Table:
     """A file's header row and its rows; ``close()`` (or ``with``) releases the file early.
@@ -117,11 +121,11 @@ class Table:
     #: The CSV delimiter found (``,``, ``;`` or a tab); None for xlsx.
     delimiter: str | None = None
     header_line: int = 1
-    _closers: list[Rows] = field(default_factory=list, repr=False)
+    _closers: list[_Closable] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
-        for rows in self._closers:
-            rows.close()
+        for closable in self._closers:
+            closable.close()
 
     def __enter__(self) -> Table:
         return self
@@ -156,11 +160,22 @@ def read_table(data: bytes | BinaryIO | IO[bytes], filename: str, *, max_rows: i
     at most ``max_bytes`` of it). ``max_rows`` counts the data rows that are not blank.
     """
     stream = _bounded_stream(data, max_bytes)
-    head = stream.read(8)
-    stream.seek(0)
-    extension = _extension(filename)
     limits = _Limits(max_rows, max_columns, max_cell_chars,
                      max_unpacked_bytes if max_unpacked_bytes is not None else UNPACK_FACTOR * max_bytes)
+    try:
+        table = _open(stream, _extension(filename), limits)
+    except BaseException:
+        if stream is not data:
+            stream.close()  # our own copy (or BytesIO); the caller's stream is the caller's to close
+        raise
+    if stream is not data:
+        table._closers.append(stream)
+    return table
+
+
+def _open(stream: IO[bytes], extension: str, limits: _Limits) -> Table:
+    head = stream.read(8)
+    stream.seek(0)
     if head.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
         if extension in CSV_EXTENSIONS:
             raise FileRejected(_l("This file is an Excel workbook although its name ends in %(ext)s: save it as "
@@ -221,6 +236,8 @@ def _bounded_stream(data: bytes | BinaryIO | IO[bytes], max_bytes: int) -> IO[by
         stream = _copy(data, max_bytes)
         size = stream.seek(0, io.SEEK_END)
         stream.seek(0)
+    if (size == 0 or size > max_bytes) and stream is not data:
+        stream.close()
     if size == 0:
         raise FileRejected(_l("The file is empty."), code="file_empty")
     if size > max_bytes:
