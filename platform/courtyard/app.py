@@ -44,6 +44,7 @@ from core.storage import storage_from_settings
 from courtyard.runtime import make_redis
 from crm.records import api as crm_api
 from crm.records import views as crm_views
+from crm.workspace import views as crm_workspace
 from tenants import api as tenants_api
 from tenants import context, oauth, views
 from tenants.context import PathPrefixMiddleware, QueryStringMiddleware, Runtime
@@ -133,6 +134,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
 
     views.register(app)
     crm_views.register(app)
+    # The workspace home is the CRM's dashboard for the person (tenants cannot import the CRM).
+    app.view_functions["staff.home"] = crm_workspace.dashboard
     oauth.register(app)
     api = CourtyardApi(app)
     tenants_api.register(api)

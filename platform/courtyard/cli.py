@@ -256,7 +256,8 @@ def beat() -> None:
 
 def ensure_demo(engine: Any) -> list[tuple[str, str, str]]:
     """Create the demo tenants once; running it again changes nothing."""
-    from core.db import Database
+    from core.db import Database, bind_tenant
+    from crm.workspace import demo as demo_data
 
     created = []
     db = Database(engine)
@@ -264,8 +265,11 @@ def ensure_demo(engine: Any) -> list[tuple[str, str, str]]:
         with db.transaction() as session:
             if services.find_tenant(session, slug) is not None:
                 continue
-            services.provision(session, Actor.system("demo"), slug=slug, name=name, admin_email=email,
-                               admin_password=DEMO_PASSWORD, admin_name="Demo Admin 演示管理员")
+            made = services.provision(session, Actor.system("demo"), slug=slug, name=name, admin_email=email,
+                                      admin_password=DEMO_PASSWORD, admin_name="Demo Admin 演示管理员")
+            # The CRM's demo company: acme is the full one, globex a small one (isolation shows).
+            demo_data.populate(bind_tenant(session, services.bound(made.tenant)), slug, password=DEMO_PASSWORD,
+                               customers=500 if slug == "acme" else 40)
             created.append((slug, name, email))
     return created
 
@@ -347,6 +351,8 @@ Courtyard is running.
                             http://globex.{base}:{port}/ or  http://{base}:{port}/t/globex/
   Demo logins:              admin@acme.test / {DEMO_PASSWORD}
                             admin@globex.test / {DEMO_PASSWORD}
+                            acme's staff (same password): wang.jingli@acme.test (manager),
+                            zhang.wei@acme.test (sales), chen.jing@acme.test (service)
   API docs:                 http://acme.{base}:{port}/api/v1/docs
   Mail without SMTP:        {settings.outbox_dir}/
 Press Ctrl-C to stop."""
