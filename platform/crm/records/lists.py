@@ -268,12 +268,17 @@ def base_query(entity: Entity, viewer: Viewer, lq: ListQuery, *, deleted: bool =
     for flt in lq.filters:
         stmt = stmt.where(condition(entity, flt, viewer))
     if lq.q:
-        match = search.matches(entity.model.search_vector, lq.q)
+        match = search.matches(cast_column(entity.model.search_vector), lq.q)
         if match is None:
             raise ValidationFailed(_l("Type at least one letter, digit or character to search."),
                                    field_errors={"q": [_l("Nothing to search for.")]})
         stmt = stmt.where(match)
     return stmt
+
+
+def cast_column(attr: Any) -> Any:
+    """An ORM attribute where a column expression is expected (typing only: they are used alike)."""
+    return attr
 
 
 def _sort_expr(entity: Entity, fields: Mapping[str, Field], lq: ListQuery) -> Any:

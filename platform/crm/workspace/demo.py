@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import uuid
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session

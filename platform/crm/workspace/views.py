@@ -46,8 +46,9 @@ def dashboard() -> Any:
             .subquery())) or 0,
         "overdue": sum(1 for t in today if t.due_at is not None and t.due_at < now),
     }
-    customer_names = present.ref_titles(session, v, "customers",
-                                        {x.customer_id for x in [*today, *upcoming, *follow_ups] if x.customer_id})
+    linked = {t.customer_id for t in [*today, *upcoming] if t.customer_id}
+    linked |= {a.customer_id for a in follow_ups if a.customer_id}
+    customer_names = present.ref_titles(session, v, "customers", linked)
     return render_template("crm/home.html", today=today, upcoming=upcoming, follow_ups=follow_ups, recent=recent,
                            counts=counts, customer_names=customer_names, now=now, tenant=current_tenant(),
                            seats=tenant_services.seats_used(session), nav_active="home", can_tasks=v.can(TASKS, "view"),
