@@ -42,6 +42,7 @@ from core.sessions import RedisSessionInterface
 from core.settings import Settings, project_root
 from core.storage import storage_from_settings
 from courtyard.runtime import make_redis
+from crm.accounts import views as crm_accounts
 from crm.records import api as crm_api
 from crm.records import views as crm_views
 from crm.workspace import views as crm_workspace
@@ -134,6 +135,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
 
     views.register(app)
     crm_views.register(app)
+    crm_accounts.register(app)
     # The workspace home is the CRM's dashboard for the person (tenants cannot import the CRM).
     app.view_functions["staff.home"] = crm_workspace.dashboard
     oauth.register(app)

@@ -43,3 +43,30 @@ def test_customer_pages_round_trip(client, org):
         assert client.get(f"{detail_url}?tab={tab}", headers=host("acme")).status_code == 200
     assert client.get("/search?q=华为", headers=host("acme")).status_code == 200
     assert client.get("/recycle-bin", headers=host("acme")).status_code == 200
+
+
+def test_org_chart_and_relationships_on_the_customer_page(client, org, tsession):
+    from crm.accounts import services as accounts
+    from crm.accounts.models import CONTACTS, CUSTOMERS
+    from crm.records import services
+    from tests.crm.conftest import as_user
+
+    admin = as_user(tsession, org.admin)
+    customer = services.create(tsession, admin, CUSTOMERS, {"name": "华东机械集团"})
+    partner = services.create(tsession, admin, CUSTOMERS, {"name": "江苏钢铁贸易"})
+    boss = services.create(tsession, admin, CONTACTS, {"name": "周总", "customer_id": customer.id,
+                                                       "department": "总经办", "decision_role": "economic"})
+    services.create(tsession, admin, CONTACTS, {"name": "吴工", "customer_id": customer.id, "department": "总经办",
+                                                "reports_to_id": boss.id, "decision_role": "technical"})
+    accounts.relate(tsession, admin, customer.id, partner.id, "supplier", "钢材供应")
+    tsession.flush()
+    chart = accounts.org_chart(tsession, admin, customer)
+    assert [n.contact.name for n in chart["总经办"]] == ["周总"]
+    assert [c.contact.name for c in chart["总经办"][0].children] == ["吴工"]
+    assert sign_in(client, "acme").status_code == 302
+    html = client.get(f"/customers/{customer.id}", headers=host("acme")).get_data(as_text=True)
+    assert "吴工" in html
+    assert "江苏钢铁贸易" in html
+    # The rep who may not see the partner is not told its name.
+    rep = as_user(tsession, org.rep_a)
+    assert accounts.relations(tsession, rep, customer) == []

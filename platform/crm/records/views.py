@@ -219,6 +219,17 @@ def _related(ent: Entity, v: Viewer, record: Any) -> list[dict[str, Any]]:
     return out
 
 
+#: Panels an area adds to its entity's overview tab (the customer's org chart and relationships):
+#: each returns the template to include and its context.
+Panel = Callable[[Viewer, Any], tuple[str, dict[str, Any]]]
+PANELS: dict[str, list[Panel]] = {}
+
+
+def add_panel(entity_key: str, panel: Panel) -> Panel:
+    PANELS.setdefault(entity_key, []).append(panel)
+    return panel
+
+
 PLACEHOLDERS: dict[str, list[tuple[str, str, str]]] = {
     # Related sections later issues fill (sales: opportunities, quotes, orders; service: tickets).
     "customers": [("Opportunities", "商机", "target-arrow"), ("Orders", "订单", "receipt"),
@@ -243,7 +254,8 @@ def detail_page(ent: Entity, record_id: str) -> Any:
         editable=services.can_edit(session, v, ent, record), shares=services.shares(session, v, ent, record),
         users=_users(), departments=_departments(), placeholders=PLACEHOLDERS.get(ent.key, []), nav_active=ent.key,
         owner_name=services.user_names(session, [record.owner_id]).get(record.owner_id, ""),
-        max_upload=runtime().settings.attachment_max_bytes)
+        max_upload=runtime().settings.attachment_max_bytes,
+        panels=[panel(v, record) for panel in PANELS.get(ent.key, [])] if tab == "overview" else [])
 
 
 def _render_form(ent: Entity, *, record: Any | None, values: dict[str, Any], error: DomainError | None = None,
