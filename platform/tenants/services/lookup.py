@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -92,3 +92,64 @@ def check_token(session: Session, secret: str) -> TokenInfo | None:
     if row is None:
         return None
     return TokenInfo(row[0], row[1], row[2], frozenset(row[3]))
+
+
+#: What every personal token starts with: it tells the two kinds of bearer token apart before any lookup.
+PERSONAL_TOKEN_PREFIX = "cyp_"  # noqa: S105 - a marker, not a secret
+# The tenant and a live personal token of that same tenant, in one round trip. The token is matched on
+# the tenant too: another workspace's token finds nothing here, exactly like one that never existed.
+# ``stale``: the token's last use is older than a minute, so this use is worth writing down.
+_TENANT_AND_PERSONAL_SQL = """
+    SELECT n.id, n.slug, n.name, n.status, p.id, p.user_id,
+           (p.last_used_at IS NULL OR p.last_used_at < now() - interval '1 minute')
+    FROM shared.tenants n LEFT JOIN shared.personal_tokens p
+      ON p.tenant_id = n.id AND p.token_digest = %(digest)s AND p.revoked_at IS NULL
+         AND (p.expires_at IS NULL OR p.expires_at > now())
+    WHERE n.slug = %(slug)s"""
+_PERSONAL_BY_TENANT_SQL = """
+    SELECT p.id, p.user_id, (p.last_used_at IS NULL OR p.last_used_at < now() - interval '1 minute')
+    FROM shared.personal_tokens p
+    WHERE p.tenant_id = %(tenant_id)s AND p.token_digest = %(digest)s AND p.revoked_at IS NULL
+      AND (p.expires_at IS NULL OR p.expires_at > now())"""
+_TOUCH_PERSONAL_SQL = """
+    UPDATE shared.personal_tokens SET last_used_at = now()
+    WHERE id = :id AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')"""
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalTokenInfo:
+    """A live personal token of the request's tenant: whose it is. The user is checked by the caller
+    (active, role) on every request, so a deactivation or a role change applies at once."""
+
+    tenant_id: uuid.UUID
+    token_id: uuid.UUID
+    user_id: uuid.UUID
+    stale: bool
+
+
+def is_personal_token(secret: str) -> bool:
+    return secret.startswith(PERSONAL_TOKEN_PREFIX)
+
+
+def lookup_tenant_and_personal_token(session: Session | Connection, slug: str,
+                                     secret: str) -> tuple[BoundTenant | None, PersonalTokenInfo | None]:
+    """:func:`lookup_tenant` and :func:`check_personal_token` together, for API calls with a personal token."""
+    row = _driver_row(session, _TENANT_AND_PERSONAL_SQL, {"slug": slug, "digest": digest(secret)})
+    if row is None:
+        return None, None
+    tenant = BoundTenant(id=row[0], slug=row[1], name=row[2], status=row[3])
+    token = PersonalTokenInfo(row[0], row[4], row[5], bool(row[6])) if row[4] is not None else None
+    return tenant, token
+
+
+def check_personal_token(session: Session | Connection, tenant: BoundTenant, secret: str) -> PersonalTokenInfo | None:
+    """A live personal token of ``tenant``; None for unknown, expired, revoked or other tenants' tokens."""
+    row = _driver_row(session, _PERSONAL_BY_TENANT_SQL, {"tenant_id": tenant.id, "digest": digest(secret)})
+    if row is None:
+        return None
+    return PersonalTokenInfo(tenant.id, row[0], row[1], bool(row[2]))
+
+
+def touch_personal_token(connection: Connection, token_id: uuid.UUID) -> None:
+    """Note a use; a no-op when another request noted one within the minute (checked again here)."""
+    connection.execute(text(_TOUCH_PERSONAL_SQL), {"id": token_id})

@@ -19,7 +19,7 @@ from core.tenancy import BoundTenant, schema_for, validate_slug
 from tenants import permissions as perms
 from tenants.errors import SlugTaken, TenantNotFound
 from tenants.migrator import tenant_head
-from tenants.models import OAuthClient, OAuthToken, Role, Tenant, User
+from tenants.models import OAuthClient, OAuthToken, PersonalToken, Role, Tenant, User
 from tenants.services.auditing import audit
 from tenants.services.common import bound, check_password, clean_email, clean_name
 
@@ -160,6 +160,8 @@ def delete_tenant(session: Session, slug: str) -> Tenant:
                     .values(revoked_at=utcnow()))
     session.execute(update(OAuthClient).where(OAuthClient.tenant_id == tenant.id,
                                               OAuthClient.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    session.execute(update(PersonalToken).where(PersonalToken.tenant_id == tenant.id,
+                                                PersonalToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
     # Queued tasks would only find the tenant gone; their arguments (mail text) should go with it.
     session.execute(delete(OutboxTask).where(OutboxTask.tenant_id == tenant.id))
     session.execute(delete(DeadTask).where(DeadTask.tenant_id == tenant.id))

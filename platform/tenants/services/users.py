@@ -20,6 +20,7 @@ from tenants.services.auditing import audit, snapshot
 from tenants.services.clients import revoke_clients_of_user
 from tenants.services.common import _uid, check_password, clean_email, clean_name, require
 from tenants.services.departments import get_department
+from tenants.services.personal_tokens import revoke_personal_tokens_of_user
 from tenants.services.roles import get_role
 
 USER_FIELDS = ("email", "name", "role_id", "department_id", "active", "locale")
@@ -216,6 +217,7 @@ def set_active(session: Session, actor: Actor, user_id: uuid.UUID, active: bool)
     tenant = session.info.get("tenant")
     if not active and tenant is not None:  # a tenant's session is always bound
         revoke_clients_of_user(session, actor, tenant, user.id)
+        revoke_personal_tokens_of_user(session, tenant, user.id)
     return user
 
 
