@@ -95,9 +95,10 @@ def test_revocation_deactivation_and_expiry_stop_a_token_at_once(client, db, ten
         services.revoke_personal_token(s, SYSTEM, tenant, rep, token_row(db, tenant, revoked).id)
     assert_error(api(client, "GET", "/api/v1/me", revoked), 401, "invalid_token")
 
+    # Well in the past: the suite's now() is the start of the test's one outer transaction.
     with db.transaction(tenant) as s:
         s.execute(update(PersonalToken).where(PersonalToken.prefix == expired[:12])
-                  .values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+                  .values(expires_at=utcnow() - dt.timedelta(days=1)))
     assert_error(api(client, "GET", "/api/v1/me", expired), 401, "invalid_token")
 
     with db.transaction(tenant) as s:
@@ -137,7 +138,7 @@ def test_last_use_is_written_at_most_once_a_minute(client, db, tenant) -> None:
     assert first is not None
     api(client, "GET", "/api/v1/me", secret)
     assert token_row(db, tenant, secret).last_used_at == first
-    long_ago = utcnow() - dt.timedelta(minutes=5)
+    long_ago = utcnow() - dt.timedelta(hours=5)
     with db.transaction(tenant) as s:
         s.execute(update(PersonalToken).where(PersonalToken.prefix == secret[:12]).values(last_used_at=long_ago))
     api(client, "GET", "/api/v1/me", secret)
