@@ -48,7 +48,7 @@ PUBLIC_ROUTES: dict[str, str] = {
 
 #: What a path parameter names: the kind of record its value is taken from.
 PATH_PARAM_KINDS = {"user_id": "user", "department_id": "department", "key": "role", "client_id": "client",
-                    "invitation_id": "invitation"}
+                    "invitation_id": "invitation", "token_id": "personal_token"}
 #: Parameters whose meaning depends on the route.
 ENDPOINT_PARAM_KINDS = {("staff.reset", "token"): "reset_token", ("staff.accept", "token"): "invite_token"}
 #: JSON / query fields holding ids, by name; other UUID fields get a random id.
@@ -153,7 +153,7 @@ class Values:
         return cls({"user": str(uuid7()), "department": str(uuid7()), "audit": str(uuid7()),
                     "role": "no_such_role", "client": "cy_" + new_secret(12), "client_secret": new_secret(32),
                     "token": new_secret(32), "reset_token": new_secret(), "invite_token": new_secret(),
-                    "invitation": str(uuid7())})
+                    "invitation": str(uuid7()), "personal_token": str(uuid7())})
 
     def normalise(self, text: str) -> str:
         for kind, value in self.slots.items():
@@ -234,6 +234,8 @@ class Seeded:
     private: set[str] = field(default_factory=set)
     #: Its branding, which its own public pages (sign-in) show to anybody on its host.
     public: set[str] = field(default_factory=set)
+    #: A personal token of its admin (the /me/tokens routes belong to users, not to API clients).
+    personal_token: str = ""
 
 
 def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], departments: tuple[str, str],
@@ -256,6 +258,7 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
         assert issued is not None
         new = services.create_client(s, actor, tenant, name=f"{word} integration", scopes=sorted(all_names()))
         token, _row = services.issue_token(s, new.client, new.client.scopes, 3600)
+        personal = services.create_personal_token(s, actor, tenant, user_id=admin_id, name=f"{word} laptop 笔记本")
         audit_ids = [str(e.id) for e in s.scalars(select(AuditEntry))]
         role_ids = [str(r.id) for r in s.scalars(select(Role))]
         emails = [u.email for u in s.scalars(select(User))]
@@ -263,12 +266,13 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
     values = Values({"user": str(users[0].id), "department": str(child.id), "audit": audit_ids[-1],
                      "role": role[0], "client": new.client.client_id, "client_secret": new.secret, "token": token,
                      "reset_token": issued[1].secret, "invite_token": invite.secret,
-                     "invitation": str(invitation.id)})
-    private = {*values.slots.values(), str(admin_id), str(parent.id), str(users[1].id), str(invitation.id),
+                     "invitation": str(invitation.id), "personal_token": str(personal.token.id)})
+    private = {personal.token.name, personal.token.prefix,
+               *values.slots.values(), str(admin_id), str(parent.id), str(users[1].id), str(invitation.id),
                *audit_ids, *role_ids, *emails, *names, f"invitee@{slug}.test", *departments, role[1],
                str(tenant.id), tenant.id.hex}
     return Seeded(slug, tenant, values, new.client.client_id, new.secret, token, private,
-                  public={name, word, slug})
+                  public={name, word, slug}, personal_token=personal.secret)
 
 
 # --------------------------------------------------------------------------- sending probes

@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
+import flask
 import flask_babel
 from babel import Locale, dates, numbers
 
@@ -155,12 +156,36 @@ def in_locale(locale: str) -> Iterator[None]:
         yield
 
 
+_catalog_app: flask.Flask | None = None
+
+
+@contextmanager
+def catalogs() -> Iterator[None]:
+    """The catalogs within reach outside any request too (the CLI, tasks): Flask-Babel translates only
+    inside an app context, so a bare app that knows where the catalogs are lends one. Inside the app,
+    nothing changes."""
+    global _catalog_app  # noqa: PLW0603 - one small app per process, made on first use
+    if flask.has_app_context():
+        yield
+        return
+    if _catalog_app is None:
+        app = flask.Flask("courtyard-catalogs")
+        app.config.update(BABEL_DEFAULT_LOCALE="en", BABEL_TRANSLATION_DIRECTORIES=str(translations_dir()))
+        flask_babel.Babel(app)
+        _catalog_app = app
+    with _catalog_app.app_context():
+        yield
+
+
 def both(message: Message, sep: str = " · ") -> str:
-    """Chinese and English side by side, for mail whose reader may not share the sender's language."""
-    with in_locale("zh"):
-        chinese = str(message)
-    with in_locale("en"):
-        english = str(message)
+    """Chinese and English side by side, for mail whose reader may not share the sender's language.
+
+    Works in the CLI and in tasks as well as in a request (see :func:`catalogs`)."""
+    with catalogs():
+        with in_locale("zh"):
+            chinese = str(message)
+        with in_locale("en"):
+            english = str(message)
     return f"{chinese}{sep}{english}"
 
 

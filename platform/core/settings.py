@@ -273,6 +273,10 @@ class Settings:
         base = self.public_url or f"http://{self.base_domain}:{self.port}"
         return f"{base}{path}" if self.single_tenant else f"{base}/t/{slug}{path}"
 
+    def site_link(self, path: str) -> str:
+        """An absolute link into the public site (sign-up, "find my workspace"), for pages and mail."""
+        return f"{self.public_url or f'http://{self.base_domain}:{self.port}'}{path}"
+
     @property
     def archive_signing_key(self) -> str:
         """The key new archives are signed with: the configured one, or one derived from the secret key

@@ -84,12 +84,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
         OPENAPI_SWAGGER_UI_URL="/static/vendor/swagger-ui-dist/",
         API_SPEC_OPTIONS={
             "components": {"securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "An OAuth access token (POST /oauth/token), or a personal token (cyp_...) "
+                                          "acting as its user (/api/v1/me/tokens)."},
                 "session": {"type": "apiKey", "in": "cookie", "name": "courtyard_session"},
             }},
             "security": [{"bearer": []}, {"session": []}],
             "info": {"description": "The REST API of one Courtyard workspace. Call it on the workspace's "
-                                    "host with a bearer token from POST /oauth/token."},
+                                    "host with a bearer token from POST /oauth/token, or a user's personal "
+                                    "token."},
         },
         BABEL_DEFAULT_LOCALE=BABEL_LOCALES[settings.default_locale],
         BABEL_DEFAULT_TIMEZONE="UTC",

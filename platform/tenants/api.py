@@ -1,4 +1,5 @@
-"""REST API of the tenants domain under /api/v1 (flask-smorest): users, roles, departments, audit, clients."""
+"""REST API of the tenants domain under /api/v1 (flask-smorest): users, roles, departments, audit, clients,
+personal tokens."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy import RowMapping, select
 from webargs.flaskparser import FlaskParser, is_json_request
 
 from core.db import release
-from core.errors import DomainError, NotFound, TooManyRequests
+from core.errors import DomainError, NotFound, PermissionDenied, TooManyRequests
 from core.i18n import _l, _ln
 from tenants import schemas, services
 from tenants.context import (
@@ -27,7 +28,7 @@ from tenants.context import (
     refuse_unusable_json,
     runtime,
 )
-from tenants.models import Department, Role, User
+from tenants.models import Department, PersonalToken, Role, User
 from tenants.permissions import CLIENTS_MANAGE, ROLES_MANAGE, USERS_READ
 
 
@@ -102,6 +103,56 @@ class Me(MethodView):
         user = current_user() if actor.kind == "user" else None
         return {"kind": actor.kind, "label": actor.label, "tenant": current_tenant().slug,
                 "permissions": sorted(actor.permissions), "user": user}
+
+
+def _token_owner() -> tuple[Any, uuid.UUID]:
+    """The caller of a /me/tokens route: a staff user (an API client has no personal tokens)."""
+    actor = api_actor()
+    if actor.kind != "user" or not isinstance(actor.id, uuid.UUID):
+        raise PermissionDenied(_l("Personal tokens belong to staff users; an API client has none."))
+    return actor, actor.id
+
+
+def _token_out(token: PersonalToken, secret: str | None = None) -> dict[str, Any]:
+    out = {"id": token.id, "name": token.name, "prefix": token.prefix, "created_at": token.created_at,
+           "last_used_at": token.last_used_at, "expires_at": token.expires_at}
+    return out if secret is None else out | {"token": secret}
+
+
+@blp.route("/me/tokens")
+class MyTokens(MethodView):
+    @blp.response(200, schemas.PersonalTokenOut(many=True))
+    def get(self) -> list[dict[str, Any]]:
+        """Your live personal tokens (not revoked, not expired), newest first; never the tokens themselves."""
+        actor, user_id = _token_owner()
+        return [_token_out(t) for t in services.list_personal_tokens(db_session(), actor, current_tenant(), user_id)]
+
+    @blp.arguments(schemas.PersonalTokenIn)
+    @blp.response(201, schemas.PersonalTokenCreated)
+    def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Create a personal token acting with your permissions; the response is the only time it is shown.
+
+        Only from a signed-in session: a token cannot mint further tokens (a leaked short-lived token
+        must not become a lasting one).
+        """
+        actor, user_id = _token_owner()
+        if request.headers.get("Authorization"):
+            raise PermissionDenied(_l("Create personal tokens from a signed-in session, not with a token."))
+        new = services.create_personal_token(db_session(), actor, current_tenant(), user_id=user_id,
+                                             name=data["name"], expires_days=data["expires_days"])
+        return _token_out(new.token, new.secret), {"Cache-Control": "no-store"}
+
+
+@blp.route("/me/tokens/<uuid:token_id>")
+class MyTokenItem(MethodView):
+    @blp.response(204)
+    def delete(self, token_id: uuid.UUID) -> None:
+        """Revoke one of your tokens: it stops working at once (another user's token is a 404)."""
+        actor = api_actor()
+        if actor.kind != "user" or not isinstance(actor.id, uuid.UUID):
+            raise NotFound(_l("No such token."))  # an API client holds none: no id names one of its tokens
+        user_id = actor.id
+        services.revoke_personal_token(db_session(), actor, current_tenant(), user_id, token_id)
 
 
 @blp.route("/users")

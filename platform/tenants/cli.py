@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from core.db import Database, bind_tenant, make_engine
 from core.errors import ConfigError, CourtyardError, DomainError
+from core.i18n import _l, both
 from core.mail import Mail, make_mailer
 from core.permissions import Actor, all_names
 from core.settings import Settings
@@ -298,10 +299,40 @@ def users_create(slug: str, email: str, role: str, name: str | None, password: s
     if not password:
         settings = _rt().settings
         link = settings.tenant_link(slug, f"/invitation/{token.secret}")
+        # Bilingual like every mail of the platform: the invitee's language is not known yet.
         where = make_mailer(settings.smtp_url, settings.outbox_dir, settings.mail_from).send(Mail(
-            to=address, subject=f"You are invited to {tenant.name} on Courtyard",
-            text=f"You are invited to {tenant.name}.\n\nAccept within 7 days:\n\n{link}\n"))
+            to=address, subject=both(_l("You are invited to %(name)s on Courtyard", name=tenant.name)),
+            text=both(_l("You are invited to %(name)s. Accept within 7 days:", name=tenant.name), sep="\n")
+            + f"\n\n{link}\n"))
         click.echo(f"Invited {address} ({role}) to {slug}; mail sent to {where}.\nAccept link (valid 7 days): {link}")
+
+
+@users.command("token")
+@click.argument("slug")
+@click.argument("email")
+@click.option("--name", default="CLI token", show_default=True, help="What the token is for (at most 100 characters).")
+@click.option("--expires-days", type=int, default=None, help="Lifetime in days (1-3650); without it, until revoked.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"token": ..., "id": ..., "prefix": ..., "expires_at": ...}.')
+@domain_errors
+def users_token(slug: str, email: str, name: str, expires_days: int | None, as_json: bool) -> None:
+    """Create a personal API token for a user: it acts with exactly that user's permissions; shown only now."""
+    with _rt().db.transaction() as session:
+        tenant = services.usable(services.get_tenant(session, slug))
+        bind_tenant(session, tenant)
+        address = services.clean_email(email)
+        user = services.find_user_by_email(session, address)
+        if user is None:
+            raise click.ClickException(f"No user {address} in {slug}.")
+        new = services.create_personal_token(session, Actor.system("cli"), tenant, user_id=user.id, name=name,
+                                             expires_days=expires_days)
+        token_id, prefix, expires_at = str(new.token.id), new.token.prefix, new.token.expires_at
+    expires = expires_at.astimezone(dt.UTC).isoformat() if expires_at else None
+    if as_json:
+        click.echo(json.dumps({"token": new.secret, "id": token_id, "prefix": prefix, "expires_at": expires}))
+    else:
+        click.echo(f"token:      {new.secret}\nid:         {token_id}\nexpires_at: {expires or 'never'}\n"
+                   f"It acts as {address} in {slug}; it is not shown again.")
 
 
 @click.group()

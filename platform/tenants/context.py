@@ -172,7 +172,10 @@ def resolve_tenant() -> None:
     # Outside the request's transaction: what follows (quota and rate limits in Redis) must not run
     # while a transaction is open. The request's session starts one when a view first needs it.
     with rt.db.reading() as conn:
-        if bearer:
+        if bearer and services.is_personal_token(bearer):
+            found, personal = services.lookup_tenant_and_personal_token(conn, slug, bearer)
+            g.personal_info, g.token_checked = personal, True
+        elif bearer:
             found, token = services.lookup_tenant_and_token(conn, slug, bearer)
             g.token_info, g.token_checked = token, True
         else:
@@ -300,8 +303,9 @@ def permission_required(permission: str) -> Callable[[F], F]:
 def api_actor() -> Actor:
     """The actor of an API call: a bearer token of this tenant, or the browser session.
 
-    A token of another tenant answers the same 404 as an unknown object (DESIGN rule 3); an unknown,
-    expired or revoked token answers 401.
+    An OAuth token of another tenant answers the same 404 as an unknown object (DESIGN rule 3); an
+    unknown, expired or revoked token answers 401. A personal token (``cyp_…``) acts as its user; one of
+    another tenant is looked up with the tenant and so answers exactly as an unknown token does (401).
     """
     tenant = current_tenant()
     if g.get("actor") is not None:
@@ -311,6 +315,8 @@ def api_actor() -> Actor:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated(_l("Use 'Authorization: Bearer <token>'."), code="invalid_token")
+        if services.is_personal_token(token.strip()):
+            return _personal_token_actor(tenant, token.strip())
         # Usually already checked with the tenant lookup, in the same query.
         checked = g.get("token_checked")
         info = g.get("token_info") if checked else services.check_token(db_session(), token.strip())
@@ -325,6 +331,24 @@ def api_actor() -> Actor:
     if actor is None:
         raise NotAuthenticated(_l("Sign in or send a bearer token."))
     return actor
+
+
+def _personal_token_actor(tenant: BoundTenant, secret: str) -> Actor:
+    """The user a personal token stands for, read now: exactly the actor their signed-in session gives."""
+    # Usually already checked with the tenant lookup, in the same query.
+    checked = g.get("token_checked")
+    info = g.get("personal_info") if checked else services.check_personal_token(db_session(), tenant, secret)
+    user = db_session().get(User, info.user_id) if info is not None and info.tenant_id == tenant.id else None
+    if info is None or user is None or not user.active:
+        raise NotAuthenticated(_l("The access token is invalid, expired or revoked."), code="invalid_token")
+    if info.stale:
+        # Outside the request's transaction, at most once a minute: concurrent calls with one token must
+        # not queue behind each other's row lock for as long as each request lasts.
+        with runtime().db.reading() as conn:
+            services.touch_personal_token(conn, info.token_id)
+    g.user_loaded, g.user = True, user
+    g.actor = services.actor_for(user, request_id=g.get("request_id"), ip=request.remote_addr)
+    return cast(Actor, g.actor)
 
 
 #: The anonymous CSRF cookie, named like the session cookies (see core.sessions.cookie_name).

@@ -92,6 +92,31 @@ class OAuthToken(SharedBase):
     )
 
 
+class PersonalToken(SharedBase):
+    """A staff user's own API token: it acts as that user (their role, their data scope), nothing more.
+
+    In the control plane beside the OAuth tokens, so a request finds its tenant and its token in one
+    query; the user is an id in the tenant's schema (no foreign key across schemas). Only the digest is
+    stored; ``prefix`` (the token's first characters) lets the owner tell their tokens apart.
+    """
+
+    __tablename__ = "personal_tokens"
+
+    id: Mapped[uuid_pk]
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("shared.tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID]
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: Written at most once a minute (tenants.context): a busy script must not write on every call.
+    last_used_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (Index("ix_personal_tokens_tenant_id_user_id", "tenant_id", "user_id"),)
+
+
 # --------------------------------------------------------------------------- tenant schema
 
 

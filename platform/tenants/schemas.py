@@ -115,3 +115,23 @@ class MeOut(StrictSchema):
     tenant = fields.String()
     permissions = fields.List(fields.String())
     user = fields.Nested(UserOut, allow_none=True)
+
+
+class PersonalTokenOut(StrictSchema):
+    id = fields.UUID()
+    name = fields.String()
+    prefix = fields.String(metadata={"description": "The token's first characters, to tell tokens apart."})
+    created_at = fields.DateTime()
+    last_used_at = fields.DateTime(allow_none=True, metadata={"description": "Updated at most once a minute."})
+    expires_at = fields.DateTime(allow_none=True)
+
+
+class PersonalTokenCreated(PersonalTokenOut):
+    token = fields.String(metadata={"description": "The bearer token: shown in this response only."})
+
+
+class PersonalTokenIn(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    expires_days = fields.Integer(allow_none=True, load_default=None, strict=True,
+                                  validate=validate.Range(min=1, max=3650),
+                                  metadata={"description": "Lifetime in days; null: until revoked."})

@@ -11,12 +11,15 @@ from celery import shared_task
 from sqlalchemy.orm import Session
 
 from core.db import CourtyardSession, bind_tenant
+from core.errors import ValidationFailed
+from core.i18n import _l, both
 from core.logs import tenant_var
 from core.mail import Mail
 from core.tasks import send_after_commit, task_runtime
 from core.tenancy import BoundTenant
 from tenants import services
 from tenants.models import Tenant
+from tenants.services import discovery
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,38 @@ def send_password_reset(tenant_id: str, email: str, subject: str, intro: str) ->
             send_mail(session, tenant, Mail(to=user.email, subject=subject, text=f"{intro}\n\n{link}\n"))
     except TenantGone:
         log.info("password reset dropped: tenant no longer active")
+
+
+@shared_task(name="tenants.send_workspace_list", autoretry_for=(OSError,), retry_backoff=True, max_retries=8,
+             acks_late=True)
+def send_workspace_list(email: str) -> int:
+    """Mail ``email`` the workspaces where it is an active user ("find my workspace"); nothing if none.
+
+    Queued by the public page for every well-formed address, known or not, so the page's answer and
+    timing say nothing; the scan over every tenant's schema runs here, a page of tenants per short
+    transaction, and stops at :data:`discovery.MAX_LISTED` workspaces.
+    """
+    rt = task_runtime()
+    try:
+        address = services.clean_email(email)
+    except ValidationFailed:
+        return 0
+    found: list[services.FoundWorkspace] = []
+    after: str | None = ""
+    while after is not None and len(found) < discovery.MAX_LISTED:
+        with rt.db.transaction() as session:
+            page, after = services.scan_workspaces(session, address, after=after,
+                                                   limit=discovery.MAX_LISTED - len(found))
+        found += page
+    if not found:
+        return 0
+    listing = "\n\n".join(f"{w.name}\n{rt.settings.tenant_link(w.slug, '/sign-in')}" for w in found)
+    rt.mailer.send(Mail(
+        to=address, subject=both(_l("Your Courtyard workspaces")),
+        text=both(_l("This address is a member of these workspaces on Courtyard; open one to sign in:"), sep="\n")
+        + f"\n\n{listing}\n\n"
+        + both(_l("If you did not ask for this list, you can ignore this mail."), sep="\n") + "\n"))
+    return len(found)
 
 
 def send_mail(session: Session, tenant: BoundTenant, mail: Mail) -> None:

@@ -24,7 +24,7 @@ from flask import (
 from sqlalchemy import text
 
 from core.db import release
-from core.errors import DomainError, TooManyRequests
+from core.errors import DomainError, TooManyRequests, ValidationFailed
 from core.i18n import LOCALE_NAMES, Message, _, _l, both
 from core.mail import Mail
 from core.permissions import Actor, catalog
@@ -45,7 +45,7 @@ from tenants.context import (
     sign_in,
     sign_out,
 )
-from tenants.tasks import send_mail, send_password_reset
+from tenants.tasks import send_mail, send_password_reset, send_workspace_list
 
 #: No address is longer (RFC 5321); a longer one is not worth a queued task.
 MAX_EMAIL_LENGTH = 254
@@ -188,6 +188,44 @@ def signup() -> Any:
     # The admin lands signed in on the tenant's own site, so the session belongs to its path.
     session.script_root = f"/t/{tenant.slug}"  # type: ignore[attr-defined]
     return redirect(request.host_url.rstrip("/") + f"/t/{tenant.slug}/")
+
+
+#: "Find my workspace": mails an address may be sent, and requests one network may make, per hour.
+FIND_PER_ADDRESS_PER_HOUR = 3
+FIND_PER_IP_PER_HOUR = 20
+
+
+@site.route("/find", methods=["GET", "POST"])
+def find_workspace() -> Any:
+    """Someone types their address and is mailed the workspaces where it is an active user.
+
+    The page answers the same whether or not the address has any (no enumeration): it only queues a
+    task (through the outbox), which scans the tenants out of the request and mails only if it finds one.
+    """
+    _public_only()
+    if request.method == "GET":
+        return render_template("site/find.html", form={}, field_errors={})
+    rt = runtime()
+    raw = request.form.get("email", "")
+    try:
+        # Bounded and checked before Redis: a malformed address never becomes a rate-limit key.
+        address = services.clean_email(raw[: MAX_EMAIL_LENGTH + 1])
+    except DomainError as exc:
+        return _form_error("site/find.html", exc)
+    if not (rt.limiter.hit("find-ip", _client_ip(), limit=FIND_PER_IP_PER_HOUR, window_s=3600)
+            and rt.limiter.hit("find-address", address, limit=FIND_PER_ADDRESS_PER_HOUR, window_s=3600)):
+        return _form_error("site/find.html", TooManyRequests(
+            _l("Too many requests for workspace lists. Try again in an hour.")))
+    send_after_commit(db_session(), send_workspace_list.name, address)
+    return render_template("site/find.html", form={}, field_errors={}, sent=True)
+
+
+@staff.app_context_processor
+def _site_links() -> dict[str, Any]:
+    # The public site's "find my workspace", linked from every workspace's sign-in page; an intranet
+    # install (one tenant, no public site) has none.
+    settings = runtime().settings
+    return {"find_workspace_url": None if settings.single_tenant else settings.site_link("/find")}
 
 
 # --------------------------------------------------------------------------- sign-in
@@ -489,12 +527,19 @@ def clients() -> Any:
                            catalog=catalog(), created=created, form={})
 
 
+def _my_tokens() -> list[Any]:
+    user = current_user()
+    assert user is not None
+    return services.list_personal_tokens(db_session(), _actor(), current_tenant(), user.id)
+
+
 @staff.route("/profile", methods=["GET", "POST"])
+@no_store
 @login_required
 def profile() -> Any:
-    """The signed-in user's own page: change the password (the current one is required)."""
+    """The signed-in user's own page: change the password (the current one is required), personal tokens."""
     if request.method == "GET":
-        return render_template("staff/profile.html", form={}, field_errors={})
+        return render_template("staff/profile.html", form={}, field_errors={}, tokens=_my_tokens())
     user = current_user()
     assert user is not None
     try:
@@ -503,8 +548,47 @@ def profile() -> Any:
         refresh_password_mark(user)
     except DomainError as exc:
         db_session().rollback()
-        return _form_error("staff/profile.html", exc)
+        return _form_error("staff/profile.html", exc, tokens=_my_tokens())
     flash(_("Your password has been changed."))
+    return redirect(url_for("staff.profile"))
+
+
+def _expiry_days(value: str | None) -> int | None:
+    """The form's "expires after" choice: empty means never; anything else must be a whole number."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if not (len(value) <= 5 and value.isascii() and value.isdigit()):
+        raise ValidationFailed(_l("Choose how many days the token lasts."),
+                               field_errors={"expires_days": [_l("A whole number of days.")]})
+    return int(value)
+
+
+@staff.post("/profile/tokens")
+@no_store
+@login_required
+def create_token() -> Any:
+    """A new personal token, shown on this one response only (no cache keeps it)."""
+    user = current_user()
+    assert user is not None
+    session_db = db_session()
+    try:
+        new = services.create_personal_token(session_db, _actor(), current_tenant(), user_id=user.id,
+                                             name=request.form.get("name", ""),
+                                             expires_days=_expiry_days(request.form.get("expires_days")))
+    except DomainError as exc:
+        session_db.rollback()
+        return _form_error("staff/profile.html", exc, tokens=_my_tokens())
+    return render_template("staff/profile.html", form={}, field_errors={}, tokens=_my_tokens(), created=new)
+
+
+@staff.post("/profile/tokens/<uuid:token_id>/revoke")
+@login_required
+def revoke_token(token_id: uuid.UUID) -> Any:
+    user = current_user()
+    assert user is not None
+    services.revoke_personal_token(db_session(), _actor(), current_tenant(), user.id, token_id)
+    flash(_("Token revoked; it no longer works."))
     return redirect(url_for("staff.profile"))
 
 
@@ -528,6 +612,8 @@ AUDIT_ACTIONS: dict[str, Message] = {
     "department.deleted": _l("Department deleted"),
     "client.created": _l("API client created"),
     "client.revoked": _l("API client revoked"),
+    "user.token_created": _l("Personal token created"),
+    "user.token_revoked": _l("Personal token revoked"),
 }
 
 

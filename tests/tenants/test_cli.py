@@ -375,6 +375,10 @@ def test_users_create_with_password_and_by_invitation(cli, cli_env: dict[str, st
     mail = email.message_from_bytes(mails[0].read_bytes(), policy=email.policy.default)
     assert mail["To"] == "wang@example.com"
     assert link.group(0) in mail.get_content()
+    # In both languages, like the invitations sent from the users page (it was English only).
+    assert mail["Subject"] == "邀请您加入 Courtyard 上的 Acme 艾克米 · You are invited to Acme 艾克米 on Courtyard"
+    assert mail.get_content().startswith("您受邀加入 Acme 艾克米。请在 7 天内接受邀请：\n"
+                                         "You are invited to Acme 艾克米. Accept within 7 days:\n\n")
     assert schema_rows(engine, schema, "SELECT email FROM {s}.users WHERE email = 'wang@example.com'") == []
     assert schema_rows(engine, schema, "SELECT email, accepted_at FROM {s}.invitations") == [
         ("wang@example.com", None)]
@@ -427,6 +431,69 @@ def test_users_create_refuses_a_suspended_tenant(cli, engine: Engine) -> None:
 
 
 # --------------------------------------------------------------------------- OAuth clients
+
+
+def test_users_token_prints_json_and_the_token_acts_as_the_user(cli, app, engine: Engine) -> None:
+    # `app` without the `db` fixture serves from the real engine, so it sees what the CLI committed.
+    slug, other = unique_slug("pat"), unique_slug("other")
+    assert create(cli, slug).exit_code == 0
+    assert create(cli, other).exit_code == 0
+    assert cli("users", "create", slug, "rep@example.com", "--role", "sales", "--password", PASSWORD).exit_code == 0
+    result = cli("users", "token", slug, "Rep@Example.com", "--name", "nightly export", "--expires-days", "30",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert set(out) == {"token", "id", "prefix", "expires_at"}
+    assert out["token"].startswith(out["prefix"])
+    assert out["prefix"].startswith("cyp_")
+    assert out["expires_at"].endswith("+00:00")
+    client = app.test_client()
+    me = client.get("/api/v1/me", headers={"Host": f"{slug}.localhost", "Authorization": f"Bearer {out['token']}"})
+    assert me.status_code == 200, me.get_data(as_text=True)
+    assert (me.get_json()["kind"], me.get_json()["label"], me.get_json()["permissions"]) == (
+        "user", "rep@example.com", ["users.read"])
+    elsewhere = client.get("/api/v1/me", headers={"Host": f"{other}.localhost",
+                                                  "Authorization": f"Bearer {out['token']}"})
+    assert elsewhere.status_code == 401
+    schema = registry(engine)[slug][1]
+    assert schema_rows(engine, schema, "SELECT action, after->>'name' FROM {s}.audit_log "
+                                       "WHERE entity_type = 'personal_token'") == [
+        ("user.token_created", "nightly export")]
+    # Without --json: the token, its id and its expiry ("never" without --expires-days).
+    plain = cli("users", "token", slug, "rep@example.com")
+    assert plain.exit_code == 0, plain.output
+    assert re.search(r"^token: +cyp_\S+$", plain.stdout, re.M)
+    assert re.search(r"^expires_at: +never$", plain.stdout, re.M)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["nope-nope", "rep@example.com"], "No tenant 'nope-nope'."),
+    (["{slug}", "nobody@example.com"], "No user nobody@example.com in {slug}."),
+    (["{slug}", "not-an-email"], "is not a valid e-mail address."),
+    (["{slug}", "gone@example.com"], "gone@example.com is deactivated"),
+    (["{slug}", "rep@example.com", "--expires-days", "0"], "A token expires after 1 to 3650 days."),
+    (["{slug}", "rep@example.com", "--name", "x" * 101], "Name is too long (at most 100"),
+    (["{slug}", "rep@example.com", "--json", "--name", ""], "Name is required."),
+])
+def test_users_token_refuses_with_a_precise_error(cli, engine: Engine, committed_db: Database, argv: list[str],
+                                                  message: str) -> None:
+    slug = unique_slug("patbad")
+    assert create(cli, slug).exit_code == 0
+    for address in ("rep@example.com", "gone@example.com"):
+        assert cli("users", "create", slug, address, "--role", "sales", "--password", PASSWORD).exit_code == 0
+    with committed_db.transaction() as session:
+        tenant = services.usable(services.get_tenant(session, slug))
+        bind_tenant(session, tenant)
+        gone = services.find_user_by_email(session, "gone@example.com")
+        assert gone is not None
+        services.set_active(session, Actor.system("test"), gone.id, False)
+    result = cli("users", "token", *[a.format(slug=slug) for a in argv])
+    assert result.exit_code == 1, result.output
+    assert message.format(slug=slug) in result.stderr
+    assert result.stdout == ""
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM shared.personal_tokens p JOIN shared.tenants n "
+                                 "ON n.id = p.tenant_id WHERE n.slug = :s"), {"s": slug}).scalar() == 0
 
 
 def test_clients_create_prints_a_pair_that_gets_a_token(cli, app, settings, redis_client,

@@ -20,6 +20,7 @@ from courtyard.app import create_app
 from tenants import services
 from tenants.errors import InvalidToken
 from tenants.models import User
+from tenants.services import invitations, provisioning, users
 from tests.conftest import PASSWORD, _csrf_from, provision, unique_slug
 from tests.races import second_waits_for_first
 
@@ -62,8 +63,11 @@ def watched_app(app, settings, redis_client, monkeypatch) -> Iterator[tuple[Any,
     def _remember(dbapi_connection: Any, _record: Any) -> None:
         watch.pids.add(dbapi_connection.info.backend_pid)
 
-    monkeypatch.setattr(services, "hash_password", watch.wrap("argon2 hash", services.hash_password))
-    monkeypatch.setattr(services, "verify_password", watch.wrap("argon2 verify", services.verify_password))
+    # Each services module that hashes or verifies calls its own imported name: watch them all.
+    for module in (invitations, provisioning, users):
+        for name, what in (("hash_password", "argon2 hash"), ("verify_password", "argon2 verify")):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, watch.wrap(what, getattr(module, name)))
     monkeypatch.setattr(rt.limiter, "hit", watch.wrap("redis limiter.hit", rt.limiter.hit))
     monkeypatch.setattr(rt.limiter, "reset", watch.wrap("redis limiter.reset", rt.limiter.reset))
     monkeypatch.setattr(rt.quota, "spend", watch.wrap("redis quota.spend", rt.quota.spend))
