@@ -21,6 +21,7 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import get_locale
 from sqlalchemy import text
 
 from core.db import release
@@ -32,6 +33,7 @@ from core.tasks import send_after_commit
 from core.tenancy import BoundTenant, local_path
 from tenants import permissions as perms
 from tenants import services
+from tenants import signup as signup_rules
 from tenants.context import (
     LOCALE_COOKIE_NAME,
     current_actor,
@@ -163,31 +165,48 @@ def index() -> Any:
 
 @site.route("/signup", methods=["GET", "POST"])
 def signup() -> Any:
-    """Online sign-up: company, slug, admin e-mail and password → a provisioned, signed-in workspace."""
+    """Online sign-up: company, workspace address, admin e-mail and password → a provisioned, signed-in
+    workspace. Every problem of the form is reported at once, each beside its field."""
     _public_only()
     rt = runtime()
     if request.method == "GET":
-        return render_template("site/signup.html", form={}, field_errors={})
+        return _signup_page(form={}, field_errors={})
     if not rt.limiter.hit("signup", _client_ip(), limit=rt.settings.signup_limit_per_hour, window_s=3600):
-        return _form_error("site/signup.html", TooManyRequests(
-            _l("Too many sign-ups from your network in the last hour. Try again later.")))
+        return _signup_page(form=request.form, field_errors={}, error=_(
+            "Too many sign-ups from your network in the last hour. Try again later.")), 429
     form = request.form
     session_db = db_session()
     try:
-        result = services.provision(
+        result = signup_rules.provision(
             session_db, Actor.system("signup"), slug=form.get("slug", "").strip().lower(),
-            name=form.get("company", ""), admin_email=form.get("email", ""),
-            admin_password=form.get("password", ""), admin_name=form.get("name") or None)
+            company=form.get("company", ""), email=form.get("email", ""), password=form.get("password", ""),
+            admin_name=form.get("name") or None, locale=_interface_locale())
     except DomainError as exc:
         session_db.rollback()
-        return _form_error("site/signup.html", exc)
+        # Each message stands beside its field; the summary on top only says how many there are, so
+        # nothing is said twice. A problem of no field (none today) is the summary itself.
+        return _signup_page(form=form, field_errors=exc.field_errors,
+                            error=None if exc.field_errors else exc.message), exc.status
     tenant = services.bound(result.tenant)
     session_db.commit()
-    # The admin lands signed in: the session cookie belongs to the tenant's path on this host.
-    sign_in(result.admin, tenant)
     # The admin lands signed in on the tenant's own site, so the session belongs to its path.
+    sign_in(result.admin, tenant)
     session.script_root = f"/t/{tenant.slug}"  # type: ignore[attr-defined]
     return redirect(request.host_url.rstrip("/") + f"/t/{tenant.slug}/")
+
+
+def _signup_page(*, form: Any, field_errors: dict[str, Any], error: Any = None) -> str:
+    # Where the workspace will live (its own sub-domain of this site), for the address field's live
+    # preview: the page's script puts what is typed in place of SLUG.
+    address = f"{request.scheme}://SLUG.{request.host}/"
+    return render_template("site/signup.html", form=form, field_errors=field_errors, error=error,
+                           address_template=address)
+
+
+def _interface_locale() -> str:
+    """The language this page is shown in (en or zh), as Flask-Babel resolved it for the request."""
+    chosen = get_locale()
+    return "zh" if chosen is not None and chosen.language == "zh" else "en"
 
 
 # --------------------------------------------------------------------------- sign-in
@@ -551,7 +570,15 @@ def register(app: Flask) -> None:
     _serve_vendor(app)
 
 
-VENDOR_PACKAGES = {"bootstrap": "bootstrap/dist", "htmx.org": "htmx.org/dist", "swagger-ui-dist": "swagger-ui-dist"}
+#: URL name → folder under node_modules (an npm scope's ``@`` and ``/`` do not belong in a URL segment).
+VENDOR_PACKAGES = {
+    "tabler": "@tabler/core/dist",
+    "tabler-icons": "@tabler/icons-webfont/dist",
+    "htmx.org": "htmx.org/dist",
+    "tom-select": "tom-select/dist",
+    "fullcalendar": "fullcalendar",
+    "swagger-ui-dist": "swagger-ui-dist",
+}
 
 
 def _serve_vendor(app: Flask) -> None:

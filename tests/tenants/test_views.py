@@ -266,7 +266,7 @@ def test_signup_refuses_a_taken_slug(client, db, tenant) -> None:
     response = signup(client, signup_form("acme", email="other@acme.test"))
     assert response.status_code == 409
     body = page(response)
-    assert "The slug 'acme' is already taken." in body
+    assert "This address is already taken; choose another one." in body
     assert 'value="other@acme.test"' in body
     assert tenant_count(db) == before
     with db.transaction(tenant) as s:
@@ -287,11 +287,52 @@ def test_signup_validation_errors_rerender_the_form(client, db, overrides, expec
     assert response.status_code == 422
     body = page(response)
     assert expected in body
-    assert 'class="invalid-feedback"' in body
+    assert 'class="invalid-feedback d-block"' in body
     assert f'value="{form["email"]}"' in body
     assert tenant_count(db) == before
     with db.transaction() as s:
         assert services.find_tenant(s, slug) is None
+
+
+def test_signup_reports_every_problem_at_once_beside_its_field(client, db) -> None:
+    before = tenant_count(db)
+    response = signup(client, signup_form("Bad Slug!", company=" ", email="not-an-address", password="short"))
+    assert response.status_code == 422
+    body = page(response)
+    expected = {"company": "Required.", "slug": "Use lower-case letters, digits and single hyphens; start with a letter and end with a letter or digit.",
+                "email": "Enter a valid e-mail address.", "password": "Use at least 10 characters."}
+    for field, message in expected.items():
+        beside = re.findall(rf'data-error-for="{field}">([^<]*)<', body)
+        assert beside == [message], (field, beside)
+        # Said once: beside the field, not again in the summary on top.
+        assert body.count(message) == 1, message
+    assert "Correct the 4 fields marked below." in body
+    # People are never told about a "slug": it is the workspace address, with its URL shown.
+    visible = re.sub(r"<[^>]+>", " ", body)
+    assert "slug" not in visible.lower().replace("bad slug!", "")
+    assert "Workspace address" in body
+    assert 'id="slug-preview"' in body
+    assert tenant_count(db) == before
+
+
+def test_the_language_of_the_public_site_follows_the_admin_into_the_workspace(app, client, db) -> None:
+    slug = unique_slug("su")
+    zh = {"Accept-Language": "zh-CN,zh;q=0.9"}
+    form = signup_form(slug)
+    response = client.post("/signup", headers=zh, data={**form, "csrf_token": token_of(client, "/signup", zh)})
+    assert response.status_code == 302, page(response)
+    with db.transaction() as s:
+        row = services.find_tenant(s, slug)
+        assert row is not None
+        bound = services.bound(row)
+    admin = user_row(db, bound, "boss@mycompany.test")
+    assert admin is not None
+    assert admin.locale == "zh"
+    # On the workspace's own host (no cookie of the public site there), an English browser still gets
+    # the language the admin chose.
+    other = app.test_client()
+    assert sign_in(other, slug, email="boss@mycompany.test", password="a long enough password").status_code == 302
+    assert "欢迎，王老板" in page(other.get("/home", headers={**host(slug), "Accept-Language": "en"}))
 
 
 def test_signup_creates_the_workspace_and_lands_signed_in(client, db) -> None:
