@@ -32,7 +32,7 @@ from core.permissions import Actor, catalog
 from core.tasks import send_after_commit
 from core.tenancy import BoundTenant, local_path
 from tenants import permissions as perms
-from tenants import services
+from tenants import auditlog, services
 from tenants import signup as signup_rules
 from tenants.context import (
     LOCALE_COOKIE_NAME,
@@ -361,11 +361,34 @@ def _users_page(query: str | None = None, page: int = 1) -> dict[str, Any]:
     total = services.count_users(session_db, _actor(), query=query)
     users = services.list_users(session_db, _actor(), query=query, limit=USERS_PER_PAGE,
                                 offset=(page - 1) * USERS_PER_PAGE)
-    pager = {"page": page, "pages": max(1, -(-total // USERS_PER_PAGE)), "total": total, "query": query or ""}
-    return {"users": users, "pager": pager, "roles": services.list_roles(session_db),
+    paging = {"page": page, "pages": max(1, -(-total // USERS_PER_PAGE)), "total": total, "query": query or ""}
+    return {"users": users, "paging": paging, "roles": services.list_roles(session_db),
             "departments": services.department_tree(session_db), "seats": services.seats_used(session_db),
             "can_manage": can_manage,
             "invitations": services.pending_invitations(session_db, _actor()) if can_manage else []}
+
+
+@staff.get("/admin/users/<uuid:user_id>")
+@permission_required(perms.USERS_READ)
+def user_page(user_id: uuid.UUID) -> str:
+    """One colleague: details, role, department, status, last sign-in and what recently happened to them."""
+    return render_template("staff/user.html", **_user_page(user_id), form={}, field_errors={})
+
+
+def _user_page(user_id: uuid.UUID) -> dict[str, Any]:
+    session_db = db_session()
+    actor = _actor()
+    person = services.get_user(session_db, user_id)
+    history: list[auditlog.Readable] | None = None  # None: the reader may not see the audit log
+    if actor.can(perms.AUDIT_READ):
+        entries = auditlog.search(session_db, actor, auditlog.Filters(entity_type="user", entity_id=str(user_id)),
+                                  limit=10)
+        history = auditlog.readable(session_db, entries, _interface_locale())
+    departments = services.department_tree(session_db)
+    return {"person": person, "roles": services.list_roles(session_db), "departments": departments,
+            "department_name": {d.id: d.name for _, d in departments}.get(person.department_id) if person.department_id
+            else None, "can_manage": actor.can(perms.USERS_MANAGE), "is_self": actor.id == person.id,
+            "history": history, "actions": AUDIT_ACTIONS}
 
 
 @staff.post("/admin/invitations/<uuid:invitation_id>/revoke")
@@ -424,12 +447,11 @@ def update_user(user_id: uuid.UUID) -> Any:
                                  department_id=_uuid_or_none(form.get("department_id")))
     except DomainError as exc:
         session_db.rollback()
-        # The page again, with the message and a 4xx: a rejected change is not a redirect to success.
-        # The form on that page is the invitation form: it must not show this edit's fields.
-        return render_template("staff/users.html", error=exc.message, field_errors={}, form={},
-                               **_users_page()), exc.status
+        # The user's page again, with the message and a 4xx: a rejected change is not a redirect to success.
+        return render_template("staff/user.html", error=exc.message, field_errors=exc.field_errors, form=form,
+                               **_user_page(user_id)), exc.status
     flash(_("Saved."))
-    return redirect(url_for("staff.users"))
+    return redirect(url_for("staff.user_page", user_id=user_id))
 
 
 def _uuid_or_none(value: str | None) -> uuid.UUID | None:
@@ -441,20 +463,53 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
         raise DomainError(_l("Not a valid id."), field_errors={"department_id": [_l("Invalid id.")]}) from None
 
 
+#: How each area of functions is headed in the permission grid; a domain that registers functions
+#: under a new group adds its heading here (an unknown group is shown by its key).
+PERMISSION_AREAS: dict[str, Message] = {
+    "staff": _l("People and organisation"),
+    "platform": _l("Integration and audit"),
+    "crm": _l("CRM"),
+}
+
+
+def _permission_groups() -> list[tuple[Any, list[Any]]]:
+    groups: dict[str, list[Any]] = {}
+    for perm in catalog():
+        groups.setdefault(perm.group, []).append(perm)
+    return [(PERMISSION_AREAS.get(group, group), items) for group, items in groups.items()]
+
+
+def _roles_page(**ctx: Any) -> str:
+    return render_template("staff/roles.html", roles=services.list_roles(db_session()), groups=_permission_groups(),
+                           **ctx)
+
+
 @staff.route("/admin/roles", methods=["GET", "POST"])
 @permission_required(perms.ROLES_MANAGE)
 def roles() -> Any:
     session_db = db_session()
-    if request.method == "POST":
-        try:
-            services.set_role_permissions(session_db, _actor(), request.form.get("role", ""),
-                                          request.form.getlist("permissions"))
-        except DomainError as exc:
-            session_db.rollback()
-            return _form_error("staff/roles.html", exc, roles=services.list_roles(session_db), catalog=catalog())
-        flash(_("Saved."))
-        return redirect(url_for("staff.roles"))
-    return render_template("staff/roles.html", roles=services.list_roles(session_db), catalog=catalog())
+    if request.method == "GET":
+        return _roles_page(form={}, field_errors={})
+    form = request.form
+    try:
+        if form.get("action") == "create":
+            # People name a role; its key (what the API and the CLI use) is made for them.
+            source = form.get("copy_from") or ""
+            copied = services.get_role(session_db, source).permissions if source else []
+            services.create_role(session_db, _actor(), key=f"role_{uuid.uuid4().hex[:8]}", name=form.get("name", ""),
+                                 permissions=list(copied))
+        elif form.get("action") == "grid":
+            for role in services.list_roles(session_db):
+                chosen = sorted(set(form.getlist(f"perm-{role.key}")))
+                if role.key != "admin" and chosen != sorted(role.permissions):
+                    services.set_role_permissions(session_db, _actor(), role.key, chosen)
+        else:
+            services.set_role_permissions(session_db, _actor(), form.get("role", ""), form.getlist("permissions"))
+    except DomainError as exc:
+        session_db.rollback()
+        return _roles_page(form=form, error=exc.message, field_errors=exc.field_errors), exc.status
+    flash(_("Saved."))
+    return redirect(url_for("staff.roles"))
 
 
 @staff.route("/admin/departments", methods=["GET", "POST"])
@@ -472,10 +527,14 @@ def departments() -> Any:
                                          department_id=_uuid_or_none(form.get("id")))
         except DomainError as exc:
             session_db.rollback()
-            return _form_error("staff/departments.html", exc, tree=services.department_tree(session_db))
+            return _form_error("staff/departments.html", exc, **_department_page(session_db))
         flash(_("Saved."))
         return redirect(url_for("staff.departments"))
-    return render_template("staff/departments.html", tree=services.department_tree(session_db), form={})
+    return render_template("staff/departments.html", form={}, **_department_page(session_db))
+
+
+def _department_page(session_db: Any) -> dict[str, Any]:
+    return {"tree": services.department_tree(session_db)}
 
 
 def _required_uuid(value: str | None) -> uuid.UUID:
@@ -553,9 +612,24 @@ AUDIT_ACTIONS: dict[str, Message] = {
 @staff.get("/admin/audit")
 @permission_required(perms.AUDIT_READ)
 def audit_log() -> str:
+    """The audit log, newest first, filtered by who, what, which kind of record and when; paged by keyset."""
+    session_db = db_session()
+    filters = auditlog.parse_filters(request.args)
     before = _uuid_or_none(request.args.get("before"))
-    entries = services.list_audit(db_session(), _actor(), limit=50, before_id=before)
-    return render_template("staff/audit.html", entries=entries, actions=AUDIT_ACTIONS)
+    after = _uuid_or_none(request.args.get("after")) if before is None else None
+    entries = auditlog.search(session_db, _actor(), filters, before_id=before, after_id=after,
+                              limit=auditlog.PAGE + 1)
+    more = len(entries) > auditlog.PAGE
+    # Newest first either way; going back towards the newest, the extra entry is the newest one.
+    entries = entries[1:] if more and after else entries[: auditlog.PAGE]
+    kept = {k: v for k, v in request.args.items() if k in ("actor", "action", "type", "from", "to", "entity") and v}
+    older = url_for("staff.audit_log", before=entries[-1].id, **kept) if entries and (more or after) else None
+    newer = url_for("staff.audit_log", after=entries[0].id, **kept) if entries and (before or (after and more)) else None
+    return render_template("staff/audit.html", entries=auditlog.readable(session_db, entries, _interface_locale()),
+                           actions=AUDIT_ACTIONS, types=auditlog.ENTITY_TYPES, filters=filters,
+                           people=services.list_users(session_db, _actor(), limit=services.MAX_USERS_PAGE)
+                           if _actor().can(perms.USERS_READ) else [],
+                           older_url=older, newer_url=newer, args=request.args)
 
 
 @staff.before_request

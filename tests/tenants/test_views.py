@@ -578,10 +578,10 @@ def test_roles_page_decides_what_a_sales_user_may_open(app, client, db, tenant) 
     assert post(client, "/admin/roles", {"role": "sales", "permissions": ["departments.manage"]}).status_code == 302
     assert "Saved." in flashes(client, "/admin/roles")
     roles_page = page(client.get("/admin/roles", headers=ACME))
-    sales_form = roles_page[roles_page.index('id="role-sales"'):]
-    sales_form = sales_form[: sales_form.index("</form>")]
-    assert re.search(r'value="departments\.manage"[^>]*checked', sales_form)
-    assert not re.search(r'value="users\.read"[^>]*checked', sales_form)
+    # The permission grid: one checkbox per role and function, named by both.
+    assert re.search(r'id="sales-departments\.manage"\s+checked', roles_page)
+    assert not re.search(r'id="sales-users\.read"\s+checked', roles_page)
+    assert re.search(r'id="admin-users\.read"\s+checked\s+disabled', roles_page), "the admin role is shown locked"
 
     forbidden = sales.get("/admin/users", headers=ACME)
     assert forbidden.status_code == 403
@@ -697,7 +697,8 @@ def test_language_switch_on_the_public_site(client) -> None:
     assert "创建您的 Courtyard 工作区" in body
     # Errors of the sign-up form come back in Chinese, with the value the user typed.
     refused = signup(client, signup_form("www"))
-    assert "工作区地址无效：“www”是保留名称。" in page(refused)
+    assert "“www”是保留名称。" in page(refused)
+    assert "请更正下面标出的字段。" in page(refused)
     bad = client.post("/locale", data={"locale": "fr", "csrf_token": token})
     assert bad.status_code == 400
     # An off-site `next` is not followed.
@@ -890,8 +891,10 @@ def test_the_audit_log_shows_chinese_values_as_written(client, db, tenant) -> No
     assert sign_in(client, "acme").status_code == 302
     assert post(client, "/admin/clients", {"name": "仓库 Warehouse", "scopes": ["users.read"]}).status_code == 200
     shown = page(client.get("/admin/audit", headers=ZH))
-    # tojson wrote it as "\u4ed3\u5e93 Warehouse": unreadable to the admin the log is for.
-    assert '"name": "仓库 Warehouse"' in shown
+    # tojson wrote it as "\u4ed3\u5e93 Warehouse": unreadable to the admin the log is for. Now each field
+    # has its label and its value as written; scopes by the functions they grant.
+    assert "<dt>名称</dt><dd>仓库 Warehouse</dd>" in shown
+    assert "<dt>权限范围</dt><dd>查看同事</dd>" in shown
     assert "\\u4ed3" not in shown
     assert 'class="table-responsive"' in shown, "the wide log scrolls in its own box on a phone"
 
