@@ -698,7 +698,7 @@ def test_language_switch_on_the_public_site(client) -> None:
     # Errors of the sign-up form come back in Chinese, with the value the user typed.
     refused = signup(client, signup_form("www"))
     assert "“www”是保留名称。" in page(refused)
-    assert "请更正下面标出的字段。" in page(refused)
+    assert "请更正下面标出的字段（共 1 处）。" in page(refused)
     bad = client.post("/locale", data={"locale": "fr", "csrf_token": token})
     assert bad.status_code == 400
     # An off-site `next` is not followed.
