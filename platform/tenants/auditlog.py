@@ -174,9 +174,12 @@ def _names(session: Session, entries: Sequence[AuditEntry], locale: str) -> _Nam
         for snap in (e.before or {}, e.after or {}):
             ids.extend(snap.get(k) for k in ("department_id", "parent_id", "role_id") if snap.get(k))
     wanted = _uuids(ids)
-    users = {str(i): n for i, n in session.execute(select(User.id, User.name).where(User.id.in_(wanted)))} if wanted else {}
-    depts = ({str(i): n for i, n in session.execute(select(Department.id, Department.name).where(Department.id.in_(wanted)))}
-             if wanted else {})
+    users: dict[str, str] = {}
+    depts: dict[str, str] = {}
+    if wanted:
+        users = {str(i): n for i, n in session.execute(select(User.id, User.name).where(User.id.in_(wanted)))}
+        depts = {str(i): n for i, n in
+                 session.execute(select(Department.id, Department.name).where(Department.id.in_(wanted)))}
     roles = {}
     for role in session.scalars(select(Role)):
         roles[str(role.id)] = role
@@ -190,7 +193,7 @@ def _function_labels(names: Sequence[str], locale: str) -> str:
     return sep.join(str(labels.get(n, n)) for n in names) if names else "—"
 
 
-def _value(key: str, value: Any, names: _Names) -> Text | None:
+def _value(key: str, value: Any, names: _Names) -> Text | None:  # noqa: PLR0911 - one answer per kind of field
     if value is None or value == "":
         return TOP_LEVEL if key == "parent_id" else None
     if key == "active":

@@ -31,8 +31,8 @@ from core.mail import Mail
 from core.permissions import Actor, catalog
 from core.tasks import send_after_commit
 from core.tenancy import BoundTenant, local_path
-from tenants import permissions as perms
 from tenants import auditlog, services
+from tenants import permissions as perms
 from tenants import signup as signup_rules
 from tenants.context import (
     LOCALE_COOKIE_NAME,
@@ -622,9 +622,11 @@ def audit_log() -> str:
     more = len(entries) > auditlog.PAGE
     # Newest first either way; going back towards the newest, the extra entry is the newest one.
     entries = entries[1:] if more and after else entries[: auditlog.PAGE]
-    kept = {k: v for k, v in request.args.items() if k in ("actor", "action", "type", "from", "to", "entity") and v}
+    kept: dict[str, Any] = {k: v for k, v in request.args.items()
+                            if k in ("actor", "action", "type", "from", "to", "entity") and v}
     older = url_for("staff.audit_log", before=entries[-1].id, **kept) if entries and (more or after) else None
-    newer = url_for("staff.audit_log", after=entries[0].id, **kept) if entries and (before or (after and more)) else None
+    back = entries and (before or (after and more))
+    newer = url_for("staff.audit_log", after=entries[0].id, **kept) if back else None
     return render_template("staff/audit.html", entries=auditlog.readable(session_db, entries, _interface_locale()),
                            actions=AUDIT_ACTIONS, types=auditlog.ENTITY_TYPES, filters=filters,
                            people=services.list_users(session_db, _actor(), limit=services.MAX_USERS_PAGE)

@@ -299,7 +299,9 @@ def test_signup_reports_every_problem_at_once_beside_its_field(client, db) -> No
     response = signup(client, signup_form("Bad Slug!", company=" ", email="not-an-address", password="short"))
     assert response.status_code == 422
     body = page(response)
-    expected = {"company": "Required.", "slug": "Use lower-case letters, digits and single hyphens; start with a letter and end with a letter or digit.",
+    expected = {"company": "Required.",
+                "slug": "Use lower-case letters, digits and single hyphens; start with a letter and end with a letter "
+                        "or digit.",
                 "email": "Enter a valid e-mail address.", "password": "Use at least 10 characters."}
     for field, message in expected.items():
         beside = re.findall(rf'data-error-for="{field}">([^<]*)<', body)
