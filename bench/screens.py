@@ -166,7 +166,8 @@ def run(base: str, tenant_base: str, page: Page, shoot: Shooter, data: Seed) -> 
     shoot.shot("home")
     if page.viewport_size and page.viewport_size["width"] < 992:
         page.click("#menu-toggle")
-        page.wait_for_selector("#app-nav", state="visible")
+        # The menu slides open: wait until Bootstrap's collapse has finished.
+        page.wait_for_selector("#sidebar-menu.show:not(.collapsing)")
         shoot.shot("menu-open")
     shoot.visit(f"{tenant_base}/admin/users", "users")
     shoot.visit(f"{tenant_base}/admin/users?page=2", "users-page-2")

@@ -28,7 +28,8 @@ ENTITY_TYPES: dict[str, Message] = {
     "user": _l("User"),
     "role": _l("Role"),
     "department": _l("Department"),
-    "client": _l("API client"),
+    "invitation": _l("Invitation"),
+    "oauth_client": _l("API client"),
 }
 
 #: The label of each field a snapshot holds (services.USER_FIELDS, departments, roles, clients, tenants).
@@ -36,6 +37,7 @@ FIELD_LABELS: dict[str, Message] = {
     "email": _l("E-mail"),
     "name": _l("Name"),
     "role_id": _l("Role"),
+    "role": _l("Role"),
     "department_id": _l("Department"),
     "parent_id": _l("Parent department"),
     "active": _l("Status"),
@@ -202,7 +204,7 @@ def _value(key: str, value: Any, names: _Names) -> Text | None:  # noqa: PLR0911
         return YES if value else NO
     if key in ("department_id", "parent_id"):
         return names.departments.get(str(value), _l("(deleted department)"))
-    if key == "role_id":
+    if key in ("role_id", "role"):
         return names.role(str(value))
     if key == "locale":
         return LOCALE_NAMES.get(str(value), str(value))
@@ -234,7 +236,8 @@ def _entity_name(entry: AuditEntry, names: _Names) -> str | None:
         return names.departments.get(entry.entity_id or "") or snap.get("name")
     if entry.entity_type == "role":
         return names.role(entry.entity_id or "")
-    return snap.get("name") or entry.entity_id
+    # Clients and invitations: their name or address; the id only when the entry holds neither.
+    return snap.get("name") or snap.get("email") or entry.entity_id
 
 
 def readable(session: Session, entries: Sequence[AuditEntry], locale: str) -> list[Readable]:

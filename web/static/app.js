@@ -25,7 +25,14 @@
     // Searchable selects (Tom Select) where a macro asked for them.
     if (window.TomSelect) {
       root.querySelectorAll("select[data-tom-select]:not(.tomselected)").forEach(function (el) {
-        var options = { maxOptions: 500, allowEmptyOption: true };
+        var options = {
+          maxOptions: 500, allowEmptyOption: true,
+          render: {
+            option: function (data, escape) {
+              return '<div style="padding-left:' + (Number(data.depth) || 0) * 1.25 + 'rem">' + escape(data.text) + "</div>";
+            }
+          }
+        };
         if (el.multiple) options.plugins = ["remove_button"];
         new window.TomSelect(el, options);
       });
@@ -36,7 +43,8 @@
       if (!out) return;
       var template = out.getAttribute("data-template");
       var update = function () {
-        var value = input.value.trim().toLowerCase() || out.getAttribute("data-placeholder");
+        var value = input.value.trim().toLowerCase();
+        if (!/^[a-z0-9-]{1,40}$/.test(value)) value = out.getAttribute("data-placeholder");
         out.textContent = template.replace("SLUG", value);
       };
       input.addEventListener("input", update);
