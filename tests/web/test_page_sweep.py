@@ -222,3 +222,32 @@ def test_the_sweep_sees_what_it_is_for() -> None:
     assert "uncaught" in found["script"]
     assert "answered 503" in found["boom"]
     assert found["fine"] == ""
+
+
+@pytest.mark.browser
+def test_keyboard_shortcuts_search_and_new(live_port: int, seeded: tuple[str, Seeded]) -> None:
+    """`/` focuses the global search, `n` follows the page's "new" link; neither fires while typing."""
+    slug, _seed = seeded
+    base = f"http://{slug}.localhost:{live_port}"
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            tab = browser.new_page(viewport=VIEWPORTS["desktop"])  # type: ignore[arg-type]
+            tab.set_default_timeout(WAIT_MS)
+            _sign_in(tab, base, slug)
+            tab.goto(f"{base}/admin/users")
+            tab.keyboard.press("/")
+            assert tab.evaluate("document.activeElement.id") == "global-search-input"
+            tab.keyboard.type("n/")
+            assert tab.input_value("#global-search-input") == "n/", "typed into the box, not taken as shortcuts"
+            tab.evaluate("document.activeElement.blur()")
+            tab.keyboard.press("n")
+            tab.wait_for_function("location.hash === '#invite'")
+            tab.keyboard.press("/")
+            tab.keyboard.type("李娜")
+            tab.keyboard.press("Enter")
+            tab.wait_for_selector("#users-table")
+            assert "q=" in tab.url
+            assert tab.locator("#users-table tbody tr").count() == 1
+        finally:
+            browser.close()
