@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,9 +25,11 @@ from pathlib import Path
 import benchlib
 
 benchlib.fix_sys_path()
+sys.path.append(str(benchlib.ROOT))  # tests.browser: the live server the browser tests use
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
+from tests.browser import VIEWPORTS, launch  # noqa: E402
+from tests.browser import live_server as serve  # noqa: E402
 
 from core.db import Database, make_engine  # noqa: E402
 from core.permissions import Actor  # noqa: E402
@@ -39,10 +40,6 @@ from tenants import migrator, services  # noqa: E402
 SLUG = "lotus"
 PASSWORD = "screens-password-123"  # noqa: S105 - a throw-away workspace in a throw-away database
 ADMIN_EMAIL = f"admin@{SLUG}.test"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-VIEWPORTS = {"desktop": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
 LOCALES = {"en": "en-US", "zh": "zh-CN"}
 USERS = 60
 WAIT_MS = 30_000
@@ -52,6 +49,7 @@ WAIT_MS = 30_000
 class Seed:
     invitation: str
     reset: str
+    user_id: str
 
 
 def log(msg: str) -> None:
@@ -74,20 +72,28 @@ def seed(database_url: str) -> Seed:
             east = services.save_department(s, actor, name="East China 华东区", parent_id=sales.id)
             services.save_department(s, actor, name="Shanghai office 上海办事处", parent_id=east.id)
             services.save_department(s, actor, name="Support 客户服务", parent_id=None)
+            first = None
             for i in range(USERS):
                 # Long names and addresses among them: a table has to cope with what people type.
                 name = (f"张伟 {i:02d}" if i % 3 else f"Alexandra Konstantinopoulou-Featherstonehaugh {i:02d}")
                 email = (f"user{i:02d}@{SLUG}.test" if i % 5 else
                          f"a.very.long.mailbox.name.{i:02d}@subsidiary.{SLUG}-international.example")
-                services.create_user(s, actor, email=email, name=name, role="sales" if i % 4 else "manager",
-                                     department_id=east.id if i % 2 else sales.id)
+                made_user = services.create_user(s, actor, email=email, name=name,
+                                                 role="sales" if i % 4 else "manager",
+                                                 department_id=east.id if i % 2 else sales.id)
+                first = first or made_user
             _, invitation = services.invite(s, actor, email="new.colleague@lotus.test", role="sales",
                                             name="李娜 Li Na")
             services.create_client(s, actor, tenant, name="ERP sync 同步", scopes=["users.read"])
+            assert first is not None
+            # A few changes, so the audit log and the user page show before/after in words.
+            services.update_user(s, actor, first.id, role="manager", department_id=east.id)
+            services.set_active(s, actor, first.id, active=False)
+            services.create_role(s, actor, key="field_sales", name="外勤销售 Field sales", permissions=["users.read"])
         with db.transaction(tenant) as s:
             reset = services.request_password_reset(s, "user01@lotus.test")
             assert reset is not None
-        return Seed(invitation=invitation.secret, reset=reset[1].secret)
+        return Seed(invitation=invitation.secret, reset=reset[1].secret, user_id=str(first.id))
     finally:
         engine.dispose()
 
@@ -98,15 +104,8 @@ def live_server(settings: object) -> Iterator[int]:
     # "Forgot password" queues a mail task in the outbox; nothing relays it here, the row is enough.
     runtime = app.extensions["courtyard"]
     configure_tasks(TaskRuntime(db=runtime.db, mailer=runtime.mailer, settings=settings))  # type: ignore[arg-type]
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="screens-server", daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with serve(app) as port:
+        yield port
 
 
 class Shooter:
@@ -163,8 +162,13 @@ def run(base: str, tenant_base: str, page: Page, shoot: Shooter, data: Seed) -> 
     page.fill("#email", ADMIN_EMAIL)
     page.fill("#password", PASSWORD)
     page.click("#sign-in-form button[type=submit]")
-    page.wait_for_selector("#user-name")
+    page.wait_for_selector("#user-name", state="attached")
     shoot.shot("home")
+    if page.viewport_size and page.viewport_size["width"] < 992:
+        page.click("#menu-toggle")
+        # The menu slides open: wait until Bootstrap's collapse has finished.
+        page.wait_for_selector("#sidebar-menu.show:not(.collapsing)")
+        shoot.shot("menu-open")
     shoot.visit(f"{tenant_base}/admin/users", "users")
     shoot.visit(f"{tenant_base}/admin/users?page=2", "users-page-2")
     shoot.visit(f"{tenant_base}/admin/users?q=%E5%BC%A0", "users-search")
@@ -175,6 +179,7 @@ def run(base: str, tenant_base: str, page: Page, shoot: Shooter, data: Seed) -> 
     page.click("#invite-form button")
     page.wait_for_load_state()
     shoot.shot("users-invite-refused")
+    shoot.visit(f"{tenant_base}/admin/users/{data.user_id}", "user")
     shoot.visit(f"{tenant_base}/admin/roles", "roles")
     shoot.visit(f"{tenant_base}/admin/departments", "departments")
     shoot.visit(f"{tenant_base}/admin/clients", "clients")
@@ -184,6 +189,8 @@ def run(base: str, tenant_base: str, page: Page, shoot: Shooter, data: Seed) -> 
     page.wait_for_load_state()
     shoot.shot("clients-new-secret")
     shoot.visit(f"{tenant_base}/admin/audit", "audit")
+    shoot.visit(f"{tenant_base}/admin/audit?type=user&from=2000-01-01", "audit-filtered")
+    shoot.visit(f"{tenant_base}/admin/audit?from=2026-13-01", "audit-bad-date", status=422)
     shoot.visit(f"{tenant_base}/profile", "profile")
     page.fill("input[name=current_password]", "wrong current password")
     page.fill("input[name=new_password]", "x")
@@ -208,7 +215,7 @@ def main() -> None:
                                                login_attempts=1000)
         data = seed(env.database_url)
         with live_server(settings) as port, sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = launch(p)
             try:
                 for locale, accept in LOCALES.items():
                     for vp_name, viewport in VIEWPORTS.items():

@@ -40,6 +40,8 @@ CITUS_ENV = "COURTYARD_TEST_CITUS"
 # (rather than skipping it), `make test-citus` runs it with everything else.
 collect_ignore = [] if CITUS_ENV in os.environ else ["citus"]
 PASSWORD = "correct horse battery"
+# The live server and Chromium fixtures of the browser tests (tests/browser.py).
+pytest_plugins = ["tests.browser"]
 
 
 def _worker_index(worker_id: str) -> int:

@@ -39,7 +39,7 @@ from tests.conftest import PASSWORD, provision
 #: still fetched as globex, to check it carries nothing of acme either.
 PUBLIC_ROUTES: dict[str, str] = {
     "static": "/static/app.css",
-    "vendor": "/static/vendor/bootstrap/css/bootstrap.min.css",
+    "vendor": "/static/vendor/tabler/css/tabler.min.css",
     "health.healthz": "/healthz",
     "health.readyz": "/readyz",
     "api-docs.openapi_json": "/api/v1/openapi.json",

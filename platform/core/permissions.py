@@ -21,6 +21,16 @@ class Permission:
 
 
 _CATALOG: dict[str, Permission] = {}
+#: Headings of permission groups a domain names (e.g. each CRM entity), for the permission grid.
+_GROUPS: dict[str, Message] = {}
+
+
+def register_group(name: str, label: Message) -> None:
+    _GROUPS[name] = label
+
+
+def group_label(name: str) -> Message | None:
+    return _GROUPS.get(name)
 
 
 def register(*permissions: Permission) -> None:

@@ -351,12 +351,21 @@ def _discard_failed_work() -> None:
 def _register_template_helpers(app: Flask) -> None:
     from tenants.context import csrf_token, current_user
 
+    def has_endpoint(endpoint: str) -> bool:
+        """Whether a route exists: the shell links pages of domains that may not be installed yet."""
+        return endpoint in app.view_functions
+
+    def can(permission: str) -> bool:
+        """Whether the signed-in user's role holds a function (menus show only what opens)."""
+        user = current_user()
+        return user is not None and permission in user.role.effective_permissions
+
     @app.context_processor
     def inject() -> dict[str, Any]:
         # `_`, `gettext` and `ngettext` come from Flask-Babel's Jinja extension.
         return {"locale": current_locale(), "locale_names": LOCALE_NAMES, "csrf_token": csrf_token,
                 "current_user": current_user, "tenant": g.get("tenant"),
-                "settings": context.runtime().settings}
+                "settings": context.runtime().settings, "has_endpoint": has_endpoint, "can": can}
 
 
 def shown_json(value: object) -> str:

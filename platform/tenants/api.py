@@ -225,6 +225,19 @@ class RolePermissions(MethodView):
         return services.set_role_permissions(session, actor, key, data["permissions"])
 
 
+@blp.route("/roles/<key>/data-scope")
+class RoleDataScope(MethodView):
+    @blp.arguments(schemas.RoleScopeIn)
+    @blp.response(200, schemas.RoleOut)
+    def put(self, data: dict[str, Any], key: str) -> Any:
+        """Set which records the role's users see (own, department, subtree, all)."""
+        session, actor = db_session(), api_actor()
+        services.require(actor, ROLES_MANAGE)
+        if session.scalar(select(Role.id).where(Role.key == key)) is None:
+            raise NotFound(_l("No such role."))
+        return services.set_data_scope(session, actor, key, data["data_scope"])
+
+
 @blp.route("/departments")
 class Departments(MethodView):
     @blp.response(200, schemas.DepartmentOut(many=True))

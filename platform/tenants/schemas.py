@@ -18,6 +18,12 @@ class RoleOut(StrictSchema):
     name_zh = fields.String()
     permissions = fields.Function(lambda role: sorted(role.effective_permissions))
     builtin = fields.Boolean()
+    data_scope = fields.Function(lambda role: "all" if role.key == "admin" else role.data_scope,
+                                 metadata={"description": "Records its users see: own, department, subtree, all."})
+
+
+class RoleScopeIn(StrictSchema):
+    data_scope = fields.String(required=True, validate=validate.OneOf(["own", "department", "subtree", "all"]))
 
 
 class RolePermissionsIn(StrictSchema):

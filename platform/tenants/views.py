@@ -21,17 +21,19 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import get_locale
 from sqlalchemy import text
 
 from core.db import release
 from core.errors import DomainError, TooManyRequests, ValidationFailed
 from core.i18n import LOCALE_NAMES, Message, _, _l, both
 from core.mail import Mail
-from core.permissions import Actor, catalog
+from core.permissions import Actor, catalog, group_label
 from core.tasks import send_after_commit
 from core.tenancy import BoundTenant, local_path
+from tenants import auditlog, services
 from tenants import permissions as perms
-from tenants import services
+from tenants import signup as signup_rules
 from tenants.context import (
     LOCALE_COOKIE_NAME,
     current_actor,
@@ -163,29 +165,32 @@ def index() -> Any:
 
 @site.route("/signup", methods=["GET", "POST"])
 def signup() -> Any:
-    """Online sign-up: company, slug, admin e-mail and password → a provisioned, signed-in workspace."""
+    """Online sign-up: company, workspace address, admin e-mail and password → a provisioned, signed-in
+    workspace. Every problem of the form is reported at once, each beside its field."""
     _public_only()
     rt = runtime()
     if request.method == "GET":
-        return render_template("site/signup.html", form={}, field_errors={})
+        return _signup_page(form={}, field_errors={})
     if not rt.limiter.hit("signup", _client_ip(), limit=rt.settings.signup_limit_per_hour, window_s=3600):
-        return _form_error("site/signup.html", TooManyRequests(
-            _l("Too many sign-ups from your network in the last hour. Try again later.")))
+        return _signup_page(form=request.form, field_errors={}, error=_(
+            "Too many sign-ups from your network in the last hour. Try again later.")), 429
     form = request.form
     session_db = db_session()
     try:
-        result = services.provision(
+        result = signup_rules.provision(
             session_db, Actor.system("signup"), slug=form.get("slug", "").strip().lower(),
-            name=form.get("company", ""), admin_email=form.get("email", ""),
-            admin_password=form.get("password", ""), admin_name=form.get("name") or None)
+            company=form.get("company", ""), email=form.get("email", ""), password=form.get("password", ""),
+            admin_name=form.get("name") or None, locale=_interface_locale())
     except DomainError as exc:
         session_db.rollback()
-        return _form_error("site/signup.html", exc)
+        # Each message stands beside its field; the summary on top only says how many there are, so
+        # nothing is said twice. A problem of no field (none today) is the summary itself.
+        return _signup_page(form=form, field_errors=exc.field_errors,
+                            error=None if exc.field_errors else exc.message), exc.status
     tenant = services.bound(result.tenant)
     session_db.commit()
-    # The admin lands signed in: the session cookie belongs to the tenant's path on this host.
-    sign_in(result.admin, tenant)
     # The admin lands signed in on the tenant's own site, so the session belongs to its path.
+    sign_in(result.admin, tenant)
     session.script_root = f"/t/{tenant.slug}"  # type: ignore[attr-defined]
     return redirect(request.host_url.rstrip("/") + f"/t/{tenant.slug}/")
 
@@ -226,6 +231,18 @@ def _site_links() -> dict[str, Any]:
     # install (one tenant, no public site) has none.
     settings = runtime().settings
     return {"find_workspace_url": None if settings.single_tenant else settings.site_link("/find")}
+def _signup_page(*, form: Any, field_errors: dict[str, Any], error: Any = None) -> str:
+    # Where the workspace will live (its own sub-domain of this site), for the address field's live
+    # preview: the page's script puts what is typed in place of SLUG.
+    address = f"{request.scheme}://SLUG.{request.host}/"
+    return render_template("site/signup.html", form=form, field_errors=field_errors, error=error,
+                           address_template=address)
+
+
+def _interface_locale() -> str:
+    """The language this page is shown in (en or zh), as Flask-Babel resolved it for the request."""
+    chosen = get_locale()
+    return "zh" if chosen is not None and chosen.language == "zh" else "en"
 
 
 # --------------------------------------------------------------------------- sign-in
@@ -380,11 +397,34 @@ def _users_page(query: str | None = None, page: int = 1) -> dict[str, Any]:
     total = services.count_users(session_db, _actor(), query=query)
     users = services.list_users(session_db, _actor(), query=query, limit=USERS_PER_PAGE,
                                 offset=(page - 1) * USERS_PER_PAGE)
-    pager = {"page": page, "pages": max(1, -(-total // USERS_PER_PAGE)), "total": total, "query": query or ""}
-    return {"users": users, "pager": pager, "roles": services.list_roles(session_db),
+    paging = {"page": page, "pages": max(1, -(-total // USERS_PER_PAGE)), "total": total, "query": query or ""}
+    return {"users": users, "paging": paging, "roles": services.list_roles(session_db),
             "departments": services.department_tree(session_db), "seats": services.seats_used(session_db),
             "can_manage": can_manage,
             "invitations": services.pending_invitations(session_db, _actor()) if can_manage else []}
+
+
+@staff.get("/admin/users/<uuid:user_id>")
+@permission_required(perms.USERS_READ)
+def user_page(user_id: uuid.UUID) -> str:
+    """One colleague: details, role, department, status, last sign-in and what recently happened to them."""
+    return render_template("staff/user.html", **_user_page(user_id), form={}, field_errors={})
+
+
+def _user_page(user_id: uuid.UUID) -> dict[str, Any]:
+    session_db = db_session()
+    actor = _actor()
+    person = services.get_user(session_db, user_id)
+    history: list[auditlog.Readable] | None = None  # None: the reader may not see the audit log
+    if actor.can(perms.AUDIT_READ):
+        entries = auditlog.search(session_db, actor, auditlog.Filters(entity_type="user", entity_id=str(user_id)),
+                                  limit=10)
+        history = auditlog.readable(session_db, entries, _interface_locale())
+    departments = services.department_tree(session_db)
+    return {"person": person, "roles": services.list_roles(session_db), "departments": departments,
+            "department_name": {d.id: d.name for _, d in departments}.get(person.department_id) if person.department_id
+            else None, "can_manage": actor.can(perms.USERS_MANAGE), "is_self": actor.id == person.id,
+            "history": history, "actions": AUDIT_ACTIONS}
 
 
 @staff.post("/admin/invitations/<uuid:invitation_id>/revoke")
@@ -443,12 +483,11 @@ def update_user(user_id: uuid.UUID) -> Any:
                                  department_id=_uuid_or_none(form.get("department_id")))
     except DomainError as exc:
         session_db.rollback()
-        # The page again, with the message and a 4xx: a rejected change is not a redirect to success.
-        # The form on that page is the invitation form: it must not show this edit's fields.
-        return render_template("staff/users.html", error=exc.message, field_errors={}, form={},
-                               **_users_page()), exc.status
+        # The user's page again, with the message and a 4xx: a rejected change is not a redirect to success.
+        return render_template("staff/user.html", error=exc.message, field_errors=exc.field_errors, form=form,
+                               **_user_page(user_id)), exc.status
     flash(_("Saved."))
-    return redirect(url_for("staff.users"))
+    return redirect(url_for("staff.user_page", user_id=user_id))
 
 
 def _uuid_or_none(value: str | None) -> uuid.UUID | None:
@@ -460,20 +499,56 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
         raise DomainError(_l("Not a valid id."), field_errors={"department_id": [_l("Invalid id.")]}) from None
 
 
+#: How each area of functions is headed in the permission grid; a domain that registers functions
+#: under a new group adds its heading here (an unknown group is shown by its key).
+PERMISSION_AREAS: dict[str, Message] = {
+    "staff": _l("People and organisation"),
+    "platform": _l("Integration and audit"),
+    "crm": _l("CRM"),
+}
+
+
+def _permission_groups() -> list[tuple[Any, list[Any]]]:
+    groups: dict[str, list[Any]] = {}
+    for perm in catalog():
+        groups.setdefault(perm.group, []).append(perm)
+    return [(PERMISSION_AREAS.get(group) or group_label(group) or group, items) for group, items in groups.items()]
+
+
+def _roles_page(**ctx: Any) -> str:
+    return render_template("staff/roles.html", roles=services.list_roles(db_session()), groups=_permission_groups(),
+                           **ctx)
+
+
 @staff.route("/admin/roles", methods=["GET", "POST"])
 @permission_required(perms.ROLES_MANAGE)
 def roles() -> Any:
     session_db = db_session()
-    if request.method == "POST":
-        try:
-            services.set_role_permissions(session_db, _actor(), request.form.get("role", ""),
-                                          request.form.getlist("permissions"))
-        except DomainError as exc:
-            session_db.rollback()
-            return _form_error("staff/roles.html", exc, roles=services.list_roles(session_db), catalog=catalog())
-        flash(_("Saved."))
-        return redirect(url_for("staff.roles"))
-    return render_template("staff/roles.html", roles=services.list_roles(session_db), catalog=catalog())
+    if request.method == "GET":
+        return _roles_page(form={}, field_errors={})
+    form = request.form
+    try:
+        if form.get("action") == "create":
+            # People name a role; its key (what the API and the CLI use) is made for them.
+            source = form.get("copy_from") or ""
+            copied = services.get_role(session_db, source).permissions if source else []
+            services.create_role(session_db, _actor(), key=f"role_{uuid.uuid4().hex[:8]}", name=form.get("name", ""),
+                                 permissions=list(copied))
+        elif form.get("action") == "grid":
+            for role in services.list_roles(session_db):
+                chosen = sorted(set(form.getlist(f"perm-{role.key}")))
+                if role.key != "admin" and chosen != sorted(role.permissions):
+                    services.set_role_permissions(session_db, _actor(), role.key, chosen)
+                scope = form.get(f"scope-{role.key}")
+                if role.key != "admin" and scope is not None:
+                    services.set_data_scope(session_db, _actor(), role.key, scope[:16])
+        else:
+            services.set_role_permissions(session_db, _actor(), form.get("role", ""), form.getlist("permissions"))
+    except DomainError as exc:
+        session_db.rollback()
+        return _roles_page(form=form, error=exc.message, field_errors=exc.field_errors), exc.status
+    flash(_("Saved."))
+    return redirect(url_for("staff.roles"))
 
 
 @staff.route("/admin/departments", methods=["GET", "POST"])
@@ -491,10 +566,14 @@ def departments() -> Any:
                                          department_id=_uuid_or_none(form.get("id")))
         except DomainError as exc:
             session_db.rollback()
-            return _form_error("staff/departments.html", exc, tree=services.department_tree(session_db))
+            return _form_error("staff/departments.html", exc, **_department_page(session_db))
         flash(_("Saved."))
         return redirect(url_for("staff.departments"))
-    return render_template("staff/departments.html", tree=services.department_tree(session_db), form={})
+    return render_template("staff/departments.html", form={}, **_department_page(session_db))
+
+
+def _department_page(session_db: Any) -> dict[str, Any]:
+    return {"tree": services.department_tree(session_db)}
 
 
 def _required_uuid(value: str | None) -> uuid.UUID:
@@ -620,9 +699,26 @@ AUDIT_ACTIONS: dict[str, Message] = {
 @staff.get("/admin/audit")
 @permission_required(perms.AUDIT_READ)
 def audit_log() -> str:
+    """The audit log, newest first, filtered by who, what, which kind of record and when; paged by keyset."""
+    session_db = db_session()
+    filters = auditlog.parse_filters(request.args)
     before = _uuid_or_none(request.args.get("before"))
-    entries = services.list_audit(db_session(), _actor(), limit=50, before_id=before)
-    return render_template("staff/audit.html", entries=entries, actions=AUDIT_ACTIONS)
+    after = _uuid_or_none(request.args.get("after")) if before is None else None
+    entries = auditlog.search(session_db, _actor(), filters, before_id=before, after_id=after,
+                              limit=auditlog.PAGE + 1)
+    more = len(entries) > auditlog.PAGE
+    # Newest first either way; going back towards the newest, the extra entry is the newest one.
+    entries = entries[1:] if more and after else entries[: auditlog.PAGE]
+    kept: dict[str, Any] = {k: v for k, v in request.args.items()
+                            if k in ("actor", "action", "type", "from", "to", "entity") and v}
+    older = url_for("staff.audit_log", before=entries[-1].id, **kept) if entries and (more or after) else None
+    back = entries and (before or (after and more))
+    newer = url_for("staff.audit_log", after=entries[0].id, **kept) if back else None
+    return render_template("staff/audit.html", entries=auditlog.readable(session_db, entries, _interface_locale()),
+                           actions=AUDIT_ACTIONS, types=auditlog.ENTITY_TYPES, filters=filters,
+                           people=services.list_users(session_db, _actor(), limit=services.MAX_USERS_PAGE)
+                           if _actor().can(perms.USERS_READ) else [],
+                           older_url=older, newer_url=newer, args=request.args)
 
 
 @staff.before_request
@@ -637,7 +733,15 @@ def register(app: Flask) -> None:
     _serve_vendor(app)
 
 
-VENDOR_PACKAGES = {"bootstrap": "bootstrap/dist", "htmx.org": "htmx.org/dist", "swagger-ui-dist": "swagger-ui-dist"}
+#: URL name → folder under node_modules (an npm scope's ``@`` and ``/`` do not belong in a URL segment).
+VENDOR_PACKAGES = {
+    "tabler": "@tabler/core/dist",
+    "tabler-icons": "@tabler/icons-webfont/dist",
+    "htmx.org": "htmx.org/dist",
+    "tom-select": "tom-select/dist",
+    "fullcalendar": "fullcalendar",
+    "swagger-ui-dist": "swagger-ui-dist",
+}
 
 
 def _serve_vendor(app: Flask) -> None:

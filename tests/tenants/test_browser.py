@@ -1,67 +1,26 @@
 """A real browser (Debian's Chromium through Playwright) against the real app on a loopback port.
 
-The app runs with the test run's settings, its own engine connections (really committed, so the
-server thread and the browser see the same data) and the run's Redis; tenants the test creates are
-dropped afterwards by ``committed_db``.
+The live server and the browser come from tests/browser.py; tenants the test creates are dropped
+afterwards by ``committed_db``.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
-from redis import Redis
 from sqlalchemy import Engine, text
-from werkzeug.serving import make_server
 
 from core.db import Database
 from core.permissions import Actor
-from core.settings import Settings
-from courtyard.app import create_app
 from tenants import services
+from tests.browser import WAIT_MS, launch
 from tests.conftest import PASSWORD, unique_slug
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-#: Waits for the page to reach a state, not timing assertions: generous, so a loaded machine passes.
-WAIT_MS = 30_000
-
-
-@pytest.fixture
-def live_port(settings: Settings, engine: Engine, redis_client: Redis, committed_db: Database) -> Iterator[int]:
-    # Throttle counters of earlier tests (same address, same Redis) must not refuse this sign-up.
-    redis_client.flushdb()
-    app = create_app(settings, engine=engine, redis=redis_client)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[Page]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 800})
-        tab = context.new_page()
-        tab.set_default_timeout(WAIT_MS)
-        try:
-            yield tab
-        finally:
-            context.close()
-            browser.close()
 
 
 def sign_out(page: Page) -> None:
+    page.click("#user-menu")
     page.click("#sign-out")
     expect(page.locator("#sign-in-form")).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#user-name")).to_have_count(0, timeout=WAIT_MS)
@@ -136,9 +95,10 @@ PHONE_PAGES = {"/admin/users": "#users-table", "/admin/audit": "#audit-table",
 
 @pytest.mark.browser
 def test_staff_pages_fit_a_phone_in_chinese(live_port: int, committed_db: Database) -> None:
-    """390 px wide, in Chinese (what bench/screens.py showed broken): the page itself never scrolls
-    sideways (a wide table scrolls in its own box), the nav links form a row, no button or status word
-    is broken one character per line, and a department's name field is wide enough to read."""
+    """390 px wide, in Chinese (what bench/screens.py showed broken): the menu folds behind a working
+    hamburger button, tables become cards, no button or status word is broken one character per line,
+    and a department's name field is wide enough to read. (tests/web/test_page_sweep.py checks every
+    page for sideways scrolling.)"""
     slug = unique_slug("phone")
     actor = Actor.system("test")
     with committed_db.transaction() as s:
@@ -153,7 +113,7 @@ def test_staff_pages_fit_a_phone_in_chinese(live_port: int, committed_db: Databa
                              name="Alexandra Konstantinopoulou-Featherstonehaugh", department_id=sales.id)
         services.create_client(s, actor, tenant, name="仓库 Warehouse", scopes=["users.read"])
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch(p)
         context = browser.new_context(locale="zh-CN", viewport={"width": 390, "height": 844},
                                       extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
         tab = context.new_page()
@@ -165,13 +125,16 @@ def test_staff_pages_fit_a_phone_in_chinese(live_port: int, committed_db: Databa
             tab.fill("#password", PASSWORD)
             tab.click("#sign-in-form button[type=submit]")
             expect(tab.locator("#user-name")).to_have_text("王小明", timeout=WAIT_MS)
+            # The sidebar is folded away; the hamburger opens it and its links work.
+            expect(tab.locator("#app-nav")).to_be_hidden(timeout=WAIT_MS)
+            tab.click("#menu-toggle")
+            expect(tab.locator("#app-nav")).to_be_visible(timeout=WAIT_MS)
+            tab.click("#app-nav a[data-nav=users]")
+            expect(tab.locator("#users-table")).to_be_visible(timeout=WAIT_MS)
+            expect(tab.locator("#app-nav a[data-nav=users]")).to_have_attribute("aria-current", "page")
             for path, marker in PHONE_PAGES.items():
                 tab.goto(base + path)
                 expect(tab.locator(marker)).to_be_visible(timeout=WAIT_MS)
-                width = tab.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
-                assert width[0] <= width[1], f"{path} scrolls sideways: {width[0]} px wide in a {width[1]} px window"
-                tops = tab.eval_on_selector_all("#app-nav a", "links => links.map(a => a.getBoundingClientRect().top)")
-                assert tops[0] == tops[1], f"{path}: the nav links stand in a column ({tops})"
                 # A text laid out on more than one line has line boxes at more than one height (each text
                 # on its own: a cell may hold two, on purpose, one above the other).
                 broken = tab.eval_on_selector_all("main .btn, main td.nowrap", """els => els.flatMap(e => {
@@ -185,13 +148,22 @@ def test_staff_pages_fit_a_phone_in_chinese(live_port: int, committed_db: Databa
                 })""")
                 assert not broken, f"{path}: wrapped inside a word: {broken}"
             tab.goto(f"{base}/admin/users")
+            # Rows are cards on a phone: a row is as wide as the table, its header row is hidden.
+            expect(tab.locator("#users-table thead")).to_be_hidden(timeout=WAIT_MS)
+            widths = tab.eval_on_selector_all("#users-table tbody tr",
+                                              "rows => rows.map(r => r.getBoundingClientRect().width)")
+            assert widths
+            assert min(widths) >= 300, f"user cards squeezed to {widths} px"
             invited = tab.eval_on_selector("#invitations-table td.cell-name", "e => e.getBoundingClientRect().width")
             assert invited >= 100, f"the invited person's name squeezed to {invited} px"
             tab.goto(f"{base}/admin/departments")
-            names = tab.eval_on_selector_all("#department-tree input[name=name]",
-                                             "els => els.map(e => e.getBoundingClientRect().width)")
-            assert len(names) == 2
-            assert min(names) >= 150, f"department names squeezed to {names} px"
+            first = tab.locator("#department-tree .dept-node").first
+            first.locator("[data-bs-toggle=dropdown]").click()
+            first.locator("a[href$='-edit']").click()
+            name_input = tab.locator("#department-tree .collapse.show input[name=name]")
+            expect(name_input).to_be_visible(timeout=WAIT_MS)
+            width = name_input.evaluate("e => e.getBoundingClientRect().width")
+            assert width >= 150, f"the department's name field squeezed to {width} px"
         finally:
             context.close()
             browser.close()

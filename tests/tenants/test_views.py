@@ -266,7 +266,7 @@ def test_signup_refuses_a_taken_slug(client, db, tenant) -> None:
     response = signup(client, signup_form("acme", email="other@acme.test"))
     assert response.status_code == 409
     body = page(response)
-    assert "The slug 'acme' is already taken." in body
+    assert "This address is already taken; choose another one." in body
     assert 'value="other@acme.test"' in body
     assert tenant_count(db) == before
     with db.transaction(tenant) as s:
@@ -287,11 +287,54 @@ def test_signup_validation_errors_rerender_the_form(client, db, overrides, expec
     assert response.status_code == 422
     body = page(response)
     assert expected in body
-    assert 'class="invalid-feedback"' in body
+    assert 'class="invalid-feedback d-block"' in body
     assert f'value="{form["email"]}"' in body
     assert tenant_count(db) == before
     with db.transaction() as s:
         assert services.find_tenant(s, slug) is None
+
+
+def test_signup_reports_every_problem_at_once_beside_its_field(client, db) -> None:
+    before = tenant_count(db)
+    response = signup(client, signup_form("Bad Slug!", company=" ", email="not-an-address", password="short"))
+    assert response.status_code == 422
+    body = page(response)
+    expected = {"company": "Required.",
+                "slug": "Use lower-case letters, digits and single hyphens; start with a letter and end with a letter "
+                        "or digit.",
+                "email": "Enter a valid e-mail address.", "password": "Use at least 10 characters."}
+    for field, message in expected.items():
+        beside = re.findall(rf'data-error-for="{field}">([^<]*)<', body)
+        assert beside == [message], (field, beside)
+        # Said once: beside the field, not again in the summary on top.
+        assert body.count(message) == 1, message
+    assert "Correct the 4 fields marked below." in body
+    # People are never told about a "slug": it is the workspace address, with its URL shown.
+    visible = re.sub(r"<[^>]+>", " ", body)
+    assert "slug" not in visible.lower().replace("bad slug!", "")
+    assert "Workspace address" in body
+    assert 'id="slug-preview"' in body
+    assert tenant_count(db) == before
+
+
+def test_the_language_of_the_public_site_follows_the_admin_into_the_workspace(app, client, db) -> None:
+    slug = unique_slug("su")
+    zh = {"Accept-Language": "zh-CN,zh;q=0.9"}
+    form = signup_form(slug)
+    response = client.post("/signup", headers=zh, data={**form, "csrf_token": token_of(client, "/signup", zh)})
+    assert response.status_code == 302, page(response)
+    with db.transaction() as s:
+        row = services.find_tenant(s, slug)
+        assert row is not None
+        bound = services.bound(row)
+    admin = user_row(db, bound, "boss@mycompany.test")
+    assert admin is not None
+    assert admin.locale == "zh"
+    # On the workspace's own host (no cookie of the public site there), an English browser still gets
+    # the language the admin chose.
+    other = app.test_client()
+    assert sign_in(other, slug, email="boss@mycompany.test", password="a long enough password").status_code == 302
+    assert "欢迎，王老板" in page(other.get("/home", headers={**host(slug), "Accept-Language": "en"}))
 
 
 def test_signup_creates_the_workspace_and_lands_signed_in(client, db) -> None:
@@ -537,10 +580,10 @@ def test_roles_page_decides_what_a_sales_user_may_open(app, client, db, tenant) 
     assert post(client, "/admin/roles", {"role": "sales", "permissions": ["departments.manage"]}).status_code == 302
     assert "Saved." in flashes(client, "/admin/roles")
     roles_page = page(client.get("/admin/roles", headers=ACME))
-    sales_form = roles_page[roles_page.index('id="role-sales"'):]
-    sales_form = sales_form[: sales_form.index("</form>")]
-    assert re.search(r'value="departments\.manage"[^>]*checked', sales_form)
-    assert not re.search(r'value="users\.read"[^>]*checked', sales_form)
+    # The permission grid: one checkbox per role and function, named by both.
+    assert re.search(r'id="sales-departments\.manage"\s+checked', roles_page)
+    assert not re.search(r'id="sales-users\.read"\s+checked', roles_page)
+    assert re.search(r'id="admin-users\.read"\s+checked\s+disabled', roles_page), "the admin role is shown locked"
 
     forbidden = sales.get("/admin/users", headers=ACME)
     assert forbidden.status_code == 403
@@ -656,7 +699,8 @@ def test_language_switch_on_the_public_site(client) -> None:
     assert "创建您的 Courtyard 工作区" in body
     # Errors of the sign-up form come back in Chinese, with the value the user typed.
     refused = signup(client, signup_form("www"))
-    assert "工作区地址无效：“www”是保留名称。" in page(refused)
+    assert "“www”是保留名称。" in page(refused)
+    assert "请更正下面标出的字段（共 1 处）。" in page(refused)
     bad = client.post("/locale", data={"locale": "fr", "csrf_token": token})
     assert bad.status_code == 400
     # An off-site `next` is not followed.
@@ -849,8 +893,10 @@ def test_the_audit_log_shows_chinese_values_as_written(client, db, tenant) -> No
     assert sign_in(client, "acme").status_code == 302
     assert post(client, "/admin/clients", {"name": "仓库 Warehouse", "scopes": ["users.read"]}).status_code == 200
     shown = page(client.get("/admin/audit", headers=ZH))
-    # tojson wrote it as "\u4ed3\u5e93 Warehouse": unreadable to the admin the log is for.
-    assert '"name": "仓库 Warehouse"' in shown
+    # tojson wrote it as "\u4ed3\u5e93 Warehouse": unreadable to the admin the log is for. Now each field
+    # has its label and its value as written; scopes by the functions they grant.
+    assert "<dt>名称</dt><dd>仓库 Warehouse</dd>" in shown
+    assert "<dt>权限范围</dt><dd>查看同事</dd>" in shown
     assert "\\u4ed3" not in shown
     assert 'class="table-responsive"' in shown, "the wide log scrolls in its own box on a phone"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.i18n import Message
-from core.permissions import Permission, register
+from core.permissions import Permission, register, register_group
 from crm.records.fields import Field, FieldType
 
 if TYPE_CHECKING:
@@ -118,6 +118,7 @@ def register_entity(entity: Entity) -> Entity:
     own = {f.key for f in entity.fields}
     entity.fields = entity.fields + tuple(f for f in common_fields() if f.key not in own)
     _ENTITIES[entity.key] = entity
+    register_group(entity.key, _Label(entity.plural_en, entity.plural_zh))
     for action in ACTIONS:
         en, zh = ACTION_LABELS[action]
         register(Permission(entity.permission(action),

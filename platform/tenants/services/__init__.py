@@ -97,6 +97,7 @@ from tenants.services.roles import (
     create_role,
     get_role,
     list_roles,
+    set_data_scope,
     set_role_permissions,
 )
 from tenants.services.users import (
@@ -198,6 +199,7 @@ __all__ = [
     "seats_used",
     "seed_roles",
     "set_active",
+    "set_data_scope",
     "set_role_permissions",
     "set_status",
     "snapshot",

@@ -80,3 +80,22 @@ def create_role(session: Session, actor: Actor, *, key: str, name: str, permissi
     if permissions:
         set_role_permissions(session, actor, key, permissions)
     return role
+
+
+def set_data_scope(session: Session, actor: Actor, key: str, scope: str) -> Role:
+    """Which records the role's users see: own, department, subtree (department and below) or all."""
+    require(actor, perms.ROLES_MANAGE)
+    role = get_role(session, key)
+    if role.key == "admin":
+        raise Conflict(_l("The administrator role always sees everything."), code="admin_role_locked")
+    if scope not in perms.DATA_SCOPES:
+        msg = _l("Choose own, department, subtree or all.")
+        raise ValidationFailed(msg, field_errors={"data_scope": [msg]})
+    if role.data_scope == scope:
+        return role
+    before = {"data_scope": role.data_scope}
+    role.data_scope = scope
+    role.updated_by = _uid(actor)
+    session.flush()
+    audit(session, actor, "role.updated", "role", role.key, before=before, after={"data_scope": scope})
+    return role

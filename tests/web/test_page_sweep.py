@@ -1,0 +1,253 @@
+"""Every staff page, in English and Chinese, on a desktop (1366×768) and a phone (390×844), as an admin.
+
+A page fails on: an answer of 500 or more (or anything but 200), a JavaScript error (an uncaught
+exception or a console error), sideways scrolling of the whole page (a wide table must scroll in its
+own box or turn into cards), and, in Chinese, an untranslated page: no Chinese at all in the main area,
+or an English message of the catalog shown as it is.
+
+The pages come from the app's URL map: every GET route of a swept blueprint without arguments, plus
+the routes with arguments listed in ``PAGES_WITH_IDS`` (how to fill the arguments from the seeded
+workspace). A route with arguments that is in neither list fails ``test_every_page_route_is_swept``,
+so a new page cannot be forgotten: add its arguments to ``PAGES_WITH_IDS``, or, if it is no HTML page
+(a download, a feed, a form's target), its endpoint to ``NOT_PAGES`` with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from babel.messages.pofile import read_po
+from flask import Flask
+from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+
+from core.db import Database
+from core.i18n import catalog_path
+from core.permissions import Actor
+from tenants import services
+from tests.browser import VIEWPORTS, WAIT_MS, launch
+from tests.conftest import PASSWORD, unique_slug
+
+#: Blueprints whose GET routes are staff pages (the CRM's join this list when they land).
+SWEPT_BLUEPRINTS = ("staff", "crm")
+
+
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    """What the sweep's workspace holds, for routes that take an id."""
+
+    admin_id: uuid.UUID
+    colleague_id: uuid.UUID
+    department_id: uuid.UUID
+
+
+#: Routes with arguments: endpoint → the arguments, from the seeded workspace.
+PAGES_WITH_IDS: dict[str, Callable[[Seeded], dict[str, Any]]] = {
+    "staff.user_page": lambda seed: {"user_id": seed.colleague_id},
+}
+#: GET routes of the swept blueprints that are not pages a person opens, and why.
+NOT_PAGES: dict[str, str] = {
+    "staff.sign_in": "the signed-out form (the sweep is signed in: it redirects home)",
+    "staff.reset": "needs a live one-time token; tests/tenants/test_views.py covers it",
+    "staff.accept": "needs a live one-time token; tests/tenants/test_views.py covers it",
+}
+
+
+def page_routes(app: Flask) -> tuple[list[str], list[str]]:
+    """(endpoints without arguments, endpoints with arguments) of the swept blueprints' GET routes."""
+    plain, with_args = [], []
+    for rule in app.url_map.iter_rules():
+        blueprint = rule.endpoint.split(".", 1)[0]
+        if blueprint not in SWEPT_BLUEPRINTS or "GET" not in (rule.methods or ()) or rule.endpoint in NOT_PAGES:
+            continue
+        (with_args if rule.arguments else plain).append(rule.endpoint)
+    return sorted(set(plain)), sorted(set(with_args))
+
+
+def test_every_page_route_is_swept(app: Flask) -> None:
+    plain, with_args = page_routes(app)
+    assert {"staff.home", "staff.users", "staff.audit_log", "staff.roles"} <= set(plain), "the map is read"
+    missing = [endpoint for endpoint in with_args if endpoint not in PAGES_WITH_IDS]
+    assert not missing, f"pages with arguments the sweep cannot open; add them to PAGES_WITH_IDS: {missing}"
+
+
+def _english_markers() -> list[str]:
+    """English messages of the catalog that a Chinese page must never show as they are: translated
+    (their Chinese differs), several words long (a lone word may be a name), without placeholders."""
+    with catalog_path().open("rb") as f:
+        catalog = read_po(f)
+    out = []
+    for message in catalog:
+        if not isinstance(message.id, str) or not message.string or message.string == message.id:
+            continue
+        if "%(" in message.id or len(message.id.split()) < 3 or message.id.startswith(("http", "/")):
+            continue
+        out.append(message.id)
+    return out
+
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.fixture
+def seeded(committed_db: Database) -> tuple[str, Seeded]:
+    slug = unique_slug("sweep")
+    actor = Actor.system("sweep")
+    with committed_db.transaction() as s:
+        made = services.provision(s, actor, slug=slug, name="Sweep 巡检公司", admin_email=f"admin@{slug}.test",
+                                  admin_password=PASSWORD, admin_name="王管理")
+        tenant = services.bound(made.tenant)
+        admin_id = made.admin.id
+    with committed_db.transaction(tenant) as s:
+        sales = services.save_department(s, actor, name="销售部 Sales", parent_id=None)
+        services.save_department(s, actor, name="华东区 East China", parent_id=sales.id)
+        colleague = services.create_user(s, actor, email=f"li.na@{slug}.test", name="李娜 Li Na", role="manager",
+                                         department_id=sales.id)
+        services.invite(s, actor, email=f"new@{slug}.test", role="sales", name="张伟")
+        services.create_client(s, actor, tenant, name="仓库 Warehouse", scopes=["users.read"])
+        made_seed = Seeded(admin_id=admin_id, colleague_id=colleague.id, department_id=sales.id)
+    return slug, made_seed
+
+
+@pytest.mark.browser
+def test_every_page_in_both_languages_on_desktop_and_phone(app: Flask, live_port: int,
+                                                          seeded: tuple[str, Seeded]) -> None:
+    slug, seed = seeded
+    base = f"http://{slug}.localhost:{live_port}"
+    plain, with_args = page_routes(app)
+    with app.test_request_context(base_url=base):
+        from flask import url_for
+
+        paths = [url_for(e) for e in plain] + [url_for(e, **PAGES_WITH_IDS[e](seed)) for e in with_args]
+    markers = _english_markers()
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            for locale, accept in (("en", "en-US,en;q=0.9"), ("zh", "zh-CN,zh;q=0.9")):
+                context = browser.new_context(locale=accept.split(",")[0],
+                                              extra_http_headers={"Accept-Language": accept})
+                tab = context.new_page()
+                tab.set_default_timeout(WAIT_MS)
+                errors: list[str] = []
+                tab.on("pageerror", lambda exc, errors=errors: errors.append(f"uncaught: {exc}"))
+
+                def on_console(msg: ConsoleMessage, errors: list[str] = errors) -> None:
+                    if msg.type == "error":
+                        errors.append(f"console: {msg.text}")
+
+                tab.on("console", on_console)
+                try:
+                    _sign_in(tab, base, slug)
+                    for path in paths:
+                        for vp_name, viewport in VIEWPORTS.items():
+                            tab.set_viewport_size(viewport)  # type: ignore[arg-type]
+                            errors.clear()
+                            problems.extend(f"{locale} {vp_name} {path}: {problem}"
+                                            for problem in _check(tab, base + path, locale, markers, errors))
+                finally:
+                    context.close()
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
+
+
+def _sign_in(tab: Page, base: str, slug: str) -> None:
+    tab.goto(f"{base}/sign-in")
+    tab.fill("#email", f"admin@{slug}.test")
+    tab.fill("#password", PASSWORD)
+    tab.click("#sign-in-form button[type=submit]")
+    tab.wait_for_selector("#user-name", state="attached")
+
+
+def _check(tab: Page, url: str, locale: str, markers: list[str], errors: list[str]) -> list[str]:
+    response = tab.goto(url)
+    tab.wait_for_load_state("load")
+    out: list[str] = []
+    status = response.status if response else 0
+    if status != 200:
+        out.append(f"answered {status}")
+    content_type = (response.headers.get("content-type", "") if response else "")
+    if not content_type.startswith("text/html"):
+        out.append(f"not an HTML page ({content_type}): list its endpoint in NOT_PAGES")
+        return out
+    scroll, inner = tab.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    if scroll > inner:
+        wide = tab.evaluate("""() => [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest('.table-responsive'))
+            .slice(0, 3).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+                              + '.' + [...e.classList].join('.'))""")
+        out.append(f"scrolls sideways: {scroll} px wide in a {inner} px window ({wide})")
+    out.extend(errors)
+    if locale == "zh":
+        main, text = tab.evaluate("() => [document.querySelector('main')?.innerText ?? '', document.body.innerText]")
+        if not CJK.search(main):
+            out.append("no Chinese at all in the main area")
+        out.extend(f"English left untranslated: {m!r}" for m in markers if m in text)
+    return out
+
+
+@pytest.mark.browser
+def test_the_sweep_sees_what_it_is_for() -> None:
+    """Each check on a page made to fail it: the sweep passing means something only if these fail."""
+    from tests.browser import live_server
+
+    probe = Flask("probe")
+    html = '<!doctype html><html><body><main>{}</main></body></html>'
+    probe.add_url_rule("/wide", "wide", lambda: html.format('<div style="width:2000px">中文</div>'))
+    probe.add_url_rule("/english", "english", lambda: html.format("Wrong e-mail or password."))
+    probe.add_url_rule("/script", "script", lambda: html.format("中文<script>undefinedFunction()</script>"))
+    probe.add_url_rule("/fine", "fine", lambda: html.format("中文"))
+    probe.add_url_rule("/boom", "boom", lambda: ("中文", 503))
+    markers = _english_markers()
+    assert "Wrong e-mail or password." in markers
+    with live_server(probe) as port, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            tab = browser.new_page(viewport=VIEWPORTS["phone"])  # type: ignore[arg-type]
+            errors: list[str] = []
+            tab.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+            found = {}
+            for name in ("wide", "english", "script", "fine", "boom"):
+                errors.clear()
+                found[name] = " | ".join(_check(tab, f"http://127.0.0.1:{port}/{name}", "zh", markers, errors))
+        finally:
+            browser.close()
+    assert "scrolls sideways" in found["wide"]
+    assert "English left untranslated: 'Wrong e-mail or password.'" in found["english"]
+    assert "uncaught" in found["script"]
+    assert "answered 503" in found["boom"]
+    assert found["fine"] == ""
+
+
+@pytest.mark.browser
+def test_keyboard_shortcuts_search_and_new(live_port: int, seeded: tuple[str, Seeded]) -> None:
+    """`/` focuses the global search, `n` follows the page's "new" link; neither fires while typing."""
+    slug, _seed = seeded
+    base = f"http://{slug}.localhost:{live_port}"
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            tab = browser.new_page(viewport=VIEWPORTS["desktop"])  # type: ignore[arg-type]
+            tab.set_default_timeout(WAIT_MS)
+            _sign_in(tab, base, slug)
+            tab.goto(f"{base}/admin/users")
+            tab.keyboard.press("/")
+            assert tab.evaluate("document.activeElement.id") == "global-search-input"
+            tab.keyboard.type("n/")
+            assert tab.input_value("#global-search-input") == "n/", "typed into the box, not taken as shortcuts"
+            tab.evaluate("document.activeElement.blur()")
+            tab.keyboard.press("n")
+            tab.wait_for_function("location.hash === '#invite'")
+            tab.keyboard.press("/")
+            tab.keyboard.type("李娜")
+            tab.keyboard.press("Enter")
+            tab.wait_for_selector("#users-table")
+            assert "q=" in tab.url
+            assert tab.locator("#users-table tbody tr").count() == 1
+        finally:
+            browser.close()
