@@ -43,17 +43,27 @@ class Seeded:
     admin_id: uuid.UUID
     colleague_id: uuid.UUID
     department_id: uuid.UUID
+    #: One record of each CRM entity, by entity key.
+    records: dict[str, uuid.UUID]
 
 
 #: Routes with arguments: endpoint → the arguments, from the seeded workspace.
 PAGES_WITH_IDS: dict[str, Callable[[Seeded], dict[str, Any]]] = {
     "staff.user_page": lambda seed: {"user_id": seed.colleague_id},
 }
+for _entity in ("customers", "contacts", "activities", "tasks"):
+    for _page in ("detail", "edit", "merge"):
+        PAGES_WITH_IDS[f"crm.{_entity}_{_page}"] = lambda seed, e=_entity: {"record_id": seed.records[e]}
+
 #: GET routes of the swept blueprints that are not pages a person opens, and why.
 NOT_PAGES: dict[str, str] = {
     "staff.sign_in": "the signed-out form (the sweep is signed in: it redirects home)",
     "staff.reset": "needs a live one-time token; tests/tenants/test_views.py covers it",
     "staff.accept": "needs a live one-time token; tests/tenants/test_views.py covers it",
+    **{f"crm.{e}_download": "a file download, not a page; tests/crm/test_attachments.py covers it"
+       for e in ("customers", "contacts", "activities", "tasks")},
+    **{f"crm.{e}_duplicates": "an htmx fragment inside the form (the form itself is swept)"
+       for e in ("customers", "contacts", "activities", "tasks")},
 }
 
 
@@ -109,8 +119,33 @@ def seeded(committed_db: Database) -> tuple[str, Seeded]:
                                          department_id=sales.id)
         services.invite(s, actor, email=f"new@{slug}.test", role="sales", name="张伟")
         services.create_client(s, actor, tenant, name="仓库 Warehouse", scopes=["users.read"])
-        made_seed = Seeded(admin_id=admin_id, colleague_id=colleague.id, department_id=sales.id)
+        records = _crm_records(s, admin_id)
+        made_seed = Seeded(admin_id=admin_id, colleague_id=colleague.id, department_id=sales.id, records=records)
     return slug, made_seed
+
+
+def _crm_records(session: Any, admin_id: uuid.UUID) -> dict[str, uuid.UUID]:
+    """A customer with a contact, an activity and a task, so that every record page has content."""
+    from crm.accounts.models import CONTACTS, CUSTOMERS
+    from crm.activities.models import ACTIVITIES, TASKS
+    from crm.records import services as records
+    from crm.records.scope import viewer_for
+    from tenants.models import User
+
+    admin = viewer_for(session, services.actor_for(session.get(User, admin_id)))
+    customer = records.create(session, admin, CUSTOMERS, {
+        "name": "北京华为技术有限公司 Beijing Huawei", "region": "beijing", "industry": "it", "level": "vip",
+        "phone": "010-88886666", "email": "info@example.cn", "address": "北京市海淀区中关村大街 1 号",
+        "remark": "长期合作的重点客户。" * 8})
+    records.create(session, admin, CUSTOMERS, {"name": "北京华为技术公司", "phone": "010-88886667"})
+    contact = records.create(session, admin, CONTACTS, {"name": "王小明", "customer_id": customer.id,
+                                                         "title": "采购经理", "mobile": "13800138000"})
+    activity = records.create(session, admin, ACTIVITIES, {"kind": "call", "subject": "电话沟通采购需求",
+                                                            "occurred_at": "2026-12-01T10:00",
+                                                            "customer_id": customer.id, "contact_id": contact.id})
+    task = records.create(session, admin, TASKS, {"title": "发送报价单", "due_at": "2026-12-05T09:00",
+                                                   "customer_id": customer.id})
+    return {"customers": customer.id, "contacts": contact.id, "activities": activity.id, "tasks": task.id}
 
 
 @pytest.mark.browser

@@ -158,7 +158,7 @@ def list_page(ent: Entity) -> Any:
         template, entity=ent, rows=list(zip(pg.rows, shown, strict=True)), page=pg, total=total, exact=exact,
         columns=columns, fields=fields, lq=lq, params=lq.params, saved_views=_saved_views(ent, v),
         current_view=request.args.get("view"), filter_fields=_filter_fields(ent, fields),
-        dictionaries=_dictionaries(tuple(fields)), users=_users(), can=_can(ent, v), error=error,
+        dictionaries=_dictionaries(tuple(fields)), users=_users(), allowed=_can(ent, v), error=error,
         nav_active=ent.key, quick_filters=_quick_filters(ent))
 
 
@@ -250,7 +250,7 @@ def detail_page(ent: Entity, record_id: str) -> Any:
         "crm/detail.html", entity=ent, record=record, shown=shown, fields=fields, sections=_sections(fields),
         related=_related(ent, v, record), timeline=history.timeline(session, v, ent, record, limit=50),
         history=history.entries(session, v, ent, record) if tab == "history" else [],
-        files=attachments.for_record(session, v, ent, record), tab=tab, can=_can(ent, v),
+        files=attachments.for_record(session, v, ent, record), tab=tab, allowed=_can(ent, v),
         editable=services.can_edit(session, v, ent, record), shares=services.shares(session, v, ent, record),
         users=_users(), departments=_departments(), placeholders=PLACEHOLDERS.get(ent.key, []), nav_active=ent.key,
         owner_name=services.user_names(session, [record.owner_id]).get(record.owner_id, ""),
