@@ -91,6 +91,11 @@ def seed(database_url: str) -> Seed:
             services.set_active(s, actor, first.id, active=False)
             services.create_role(s, actor, key="field_sales", name="外勤销售 Field sales", permissions=["users.read"])
         with db.transaction(tenant) as s:
+            # The CRM's demo company, smaller: every list, record page and dashboard has content.
+            from crm.workspace import demo
+
+            demo.populate(s, SLUG, password=PASSWORD, customers=60)
+        with db.transaction(tenant) as s:
             reset = services.request_password_reset(s, "user01@lotus.test")
             assert reset is not None
         return Seed(invitation=invitation.secret, reset=reset[1].secret, user_id=str(first.id))
@@ -198,6 +203,34 @@ def run(base: str, tenant_base: str, page: Page, shoot: Shooter, data: Seed) -> 
     page.wait_for_load_state()
     shoot.shot("profile-refused")
     shoot.visit(f"{tenant_base}/nope", "tenant-404", status=404)
+    crm_pages(tenant_base, page, shoot)
+
+
+def crm_pages(tenant_base: str, page: Page, shoot: Shooter) -> None:
+    """The CRM: lists, a customer's 360° page and its tabs, forms (refused too), search, merge."""
+    shoot.visit(f"{tenant_base}/home", "crm-home")
+    shoot.visit(f"{tenant_base}/customers", "crm-customers")
+    shoot.visit(f"{tenant_base}/customers?q=%E5%8C%97%E4%BA%AC&level=vip", "crm-customers-filtered")
+    first = page.locator("td.record-title a").first.get_attribute("href")
+    if first:
+        shoot.visit(f"{tenant_base}{first.removeprefix(tenant_base)}", "crm-customer")
+        for tab in ("timeline", "related", "files", "history"):
+            shoot.visit(f"{tenant_base}{first}?tab={tab}", f"crm-customer-{tab}")
+        shoot.visit(f"{tenant_base}{first}/merge", "crm-customer-merge")
+    shoot.visit(f"{tenant_base}/customers/new", "crm-customer-new")
+    page.fill("#f-email", "not-an-address")
+    page.fill("#f-phone", "电话")
+    page.click("#save-record")
+    page.wait_for_load_state()
+    shoot.shot("crm-customer-new-refused")
+    shoot.visit(f"{tenant_base}/contacts", "crm-contacts")
+    contact = page.locator("td.record-title a").first.get_attribute("href")
+    if contact:
+        shoot.visit(f"{tenant_base}{contact}", "crm-contact")
+    shoot.visit(f"{tenant_base}/activities", "crm-activities")
+    shoot.visit(f"{tenant_base}/tasks?owner_id=me&status=open", "crm-tasks")
+    shoot.visit(f"{tenant_base}/search?q=bj", "crm-search")
+    shoot.visit(f"{tenant_base}/recycle-bin", "crm-recycle-bin")
 
 
 def main() -> None:
