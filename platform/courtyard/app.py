@@ -42,6 +42,8 @@ from core.sessions import RedisSessionInterface
 from core.settings import Settings, project_root
 from courtyard.runtime import make_redis
 from crm.records import api as crm_api
+from crm.records import api_config as crm_config_api
+from crm.records import views_config as crm_config_views
 from tenants import api as tenants_api
 from tenants import context, oauth, views
 from tenants.context import PathPrefixMiddleware, QueryStringMiddleware, Runtime
@@ -129,10 +131,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     app.teardown_request(context.teardown)
 
     views.register(app)
+    crm_config_views.register(app)
     oauth.register(app)
     api = CourtyardApi(app)
     tenants_api.register(api)
     crm_api.register(api)
+    crm_config_api.register(api)
     _register_error_handlers(app)
     _register_template_helpers(app)
     return app
