@@ -271,6 +271,7 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
                                                       "label_en": f"{word} Rating", "label_zh": f"{word} 评级"})
         item = configuration.add_item(s, actor, "industry", {"label_en": f"{word} Mining",
                                                              "label_zh": f"{word} 采矿"})
+        configuration.set_format(s, actor, "customers", f"{word.upper()}-{{seq:05}}")
         audit_ids = [str(e.id) for e in s.scalars(select(AuditEntry))]
         role_ids = [str(r.id) for r in s.scalars(select(Role))]
         emails = [u.email for u in s.scalars(select(User))]
@@ -280,9 +281,11 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
                      "reset_token": issued[1].secret, "invite_token": invite.secret,
                      "invitation": str(invitation.id), "custom_field": str(field.id),
                      "dictionary_item": str(item.id), "dictionary_kind": "industry"})
-    private = {*values.slots.values(), str(admin_id), str(parent.id), str(users[1].id), str(invitation.id),
+    private = {*(v for k, v in values.slots.items() if k not in SHARED_KINDS), str(admin_id), str(parent.id),
+               str(users[1].id), str(invitation.id),
                *audit_ids, *role_ids, *emails, *names, f"invitee@{slug}.test", *departments, role[1],
-               str(tenant.id), tenant.id.hex, f"{word} Rating", f"{word} Mining"}
+               str(tenant.id), tenant.id.hex, f"{word} Rating", f"{word} Mining",
+               f"{word.upper()}-{{seq:05}}"}
     return Seeded(slug, tenant, values, new.client.client_id, new.secret, token, private,
                   public={name, word, slug})
 

@@ -18,6 +18,7 @@ from core.i18n import _l, current_locale
 from core.permissions import Actor
 from crm.records import configuration as config
 from crm.records.api import json_response
+from crm.records.entity import entities
 from crm.records.fields import CUSTOM_TYPES
 from crm.records.models import CustomField
 from tenants.api import ApiBlueprint, authenticate_first, etag, expected_version, quota_headers, read_json
@@ -72,9 +73,9 @@ class FieldOut(Schema):
 
 
 class FieldQuery(Schema):
-    entity = fields.String(required=True, validate=validate.Length(max=40),
+    entity = fields.String(validate=validate.Length(max=40),
                            metadata={"description": "The record type whose custom fields to list (customers, "
-                                                    "contacts …)"})
+                                                    "contacts …); every record type's if left out"})
 
 
 class TreeQuery(Schema):
@@ -125,8 +126,10 @@ class CustomFields(MethodView):
     @blp.arguments(FieldQuery, location="query")
     @blp.response(200, FieldOut(many=True))
     def get(self, args: dict[str, Any]) -> Response:
-        """An entity's custom fields, active and deactivated, in their order."""
-        rows = config.list_fields(db_session(), _actor(), args["entity"])
+        """Custom fields, active and deactivated, in their order (of one record type, or of all)."""
+        session, actor = db_session(), _actor()
+        keys = [args["entity"]] if "entity" in args else [e.key for e in entities()]
+        rows = [r for key in keys for r in config.list_fields(session, actor, key)]
         return json_response({"items": [field_json(r) for r in rows]})
 
     @blp.doc(tags=[FIELDS_TAG], requestBody={"content": {"application/json": {"schema": {
@@ -150,9 +153,9 @@ class CustomFieldItem(MethodView):
     @blp.response(200, FieldOut)
     def patch(self, field_id: str) -> Response:
         """Change labels, required, unique, default, options or order; a stale If-Match answers 412."""
-        actor = _actor()
-        version = _version()
-        return _one_field(config.update_field(db_session(), actor, field_id, _body(), expected_version=version))
+        session, actor = db_session(), _actor()
+        row = config.get_field(session, actor, field_id)  # another tenant's id: 404 before anything else
+        return _one_field(config.update_field(session, actor, row.id, _body(), expected_version=_version()))
 
     @blp.doc(tags=[FIELDS_TAG])
     @blp.response(200, FieldOut)
@@ -190,10 +193,15 @@ class Dictionaries(MethodView):
     @blp.doc(tags=[DICT_TAG])
     @blp.response(200)
     def get(self) -> Response:
-        """The dictionaries (customer nature, group, industry, source, level, region) with their sizes."""
-        return json_response({"items": [{"kind": k.key, "label_en": k.label_en, "label_zh": k.label_zh,
-                                         "tree": k.tree, "count": k.count}
-                                        for k in config.kinds(db_session(), _actor())]})
+        """Every dictionary (customer nature, group, industry, source, level, region) with its items, flat in
+        tree order (each with its depth): what an integration needs to map codes and labels in one call."""
+        session, actor = db_session(), _actor()
+        locale = current_locale().language
+        return json_response({"items": [
+            {"kind": k.key, "label_en": k.label_en, "label_zh": k.label_zh, "tree": k.tree, "count": k.count,
+             "items": [{**config.item_json(r, locale), "depth": depth}
+                       for depth, r in config.tree(config.items(session, actor, k.key))]}
+            for k in config.kinds(session, actor)]})
 
 
 @blp.route("/dictionaries/<kind>")
@@ -225,8 +233,9 @@ class DictionaryItem(MethodView):
     @blp.response(200)
     def patch(self, kind: str, item_id: str) -> Response:
         """Rename, reorder, move (regions) or (de)activate an item; its code never changes."""
-        actor = _actor()
-        row = config.update_item(db_session(), actor, kind, item_id, _body(), expected_version=expected_version())
+        session, actor = db_session(), _actor()
+        row = config.get_item(session, actor, kind, item_id)  # another tenant's id: 404 before the body
+        row = config.update_item(session, actor, kind, row.id, _body(), expected_version=expected_version())
         return json_response(config.item_json(row, current_locale().language), 200, {"ETag": etag(row.version)})
 
     @blp.doc(tags=[DICT_TAG])
