@@ -188,9 +188,9 @@ def _check_unique(session: Session, ent: Entity, out: dict[str, Any], by_key: Ma
         f = by_key[key]
         if not f.unique or val is None:
             continue
-        expr = ent.model.custom[key].astext if f.custom else getattr(ent.model, key)
-        wanted = str(to_json(f, val)) if f.custom else val
-        stmt = select(ent.model.id).where(expr == wanted, ent.model.deleted_at.is_(None)).limit(1)
+        # Custom values: containment, which the GIN index on ``custom`` answers (a scan otherwise).
+        same = (ent.model.custom.contains({key: to_json(f, val)}) if f.custom else getattr(ent.model, key) == val)
+        stmt = select(ent.model.id).where(same, ent.model.deleted_at.is_(None)).limit(1)
         if record is not None:
             stmt = stmt.where(ent.model.id != record.id)
         if session.scalar(stmt) is not None:
