@@ -399,3 +399,28 @@ def test_custom_fields_end_to_end_through_the_customers_api(client, org):
     changes = {c["label"]: (c["before"], c["after"]) for c in history[0]["changes"]}
     assert changes["员工人数"] == ("800", "900")
     assert changes["等级"] == ("银牌", "金牌")
+
+
+def test_pages_and_api_refuse_whoever_lacks_crm_configure(client, db, org):
+    from core.permissions import Actor
+    from tenants import services as tenant_services
+    from tests.conftest import PASSWORD
+    from tests.tenants.test_api import token
+
+    with db.transaction(org.tenant) as s:
+        tenant_services.create_user(s, Actor.system("test"), email="boss@acme.test", name="Boss 老板", role="manager",
+                                    password=PASSWORD)
+    assert sign_in(client, "acme", email="boss@acme.test").status_code == 302
+    for path in ("/settings/fields", "/settings/dictionaries", "/settings/numbers"):
+        assert client.get(path, headers=host("acme")).status_code == 403, path
+    refused = api(client, "POST", "/api/v1/custom-fields", {"entity": "customers", "type": "text", "label_en": "X"})
+    assert refused.status_code == 403
+    assert refused.get_json()["code"] == "forbidden"
+    assert api(client, "GET", "/api/v1/dictionaries").status_code == 403
+    # A machine client needs the crm.configure scope; with it, the same call works.
+    without = token(client, db, org.tenant, ["users.read"])
+    h = {**host("acme"), "Authorization": f"Bearer {without}"}
+    assert client.get("/api/v1/number-formats", headers=h).status_code == 403
+    with_scope = token(client, db, org.tenant, ["crm.configure"])
+    h = {**host("acme"), "Authorization": f"Bearer {with_scope}"}
+    assert client.get("/api/v1/number-formats", headers=h).status_code == 200
