@@ -35,6 +35,7 @@ from core.db import Database, make_engine  # noqa: E402
 from core.permissions import Actor  # noqa: E402
 from core.tasks import TaskRuntime, configure_tasks  # noqa: E402
 from courtyard.app import create_app  # noqa: E402
+from crm.records import configuration  # noqa: E402
 from tenants import migrator, services  # noqa: E402
 
 SLUG = "lotus"
@@ -43,6 +44,17 @@ ADMIN_EMAIL = f"admin@{SLUG}.test"
 LOCALES = {"en": "en-US", "zh": "zh-CN"}
 USERS = 60
 WAIT_MS = 30_000
+
+
+#: Custom fields of the configuration pages (a choice with options, a required one, a unique one).
+SCREEN_FIELDS = (
+    {"entity": "customers", "type": "choice", "label_en": "Customer tier", "label_zh": "客户等级",
+     "options": "gold | Gold | 金牌\nsilver | Silver | 银牌\nbronze | Bronze | 铜牌"},
+    {"entity": "customers", "type": "text", "label_en": "ERP customer code", "label_zh": "ERP 客户编码",
+     "required": True, "unique": True},
+    {"entity": "customers", "type": "number", "label_en": "Employees", "label_zh": "员工人数"},
+    {"entity": "customers", "type": "date", "label_en": "Contract renewal date", "label_zh": "合同续签日期"},
+)
 
 
 @dataclass(slots=True)
@@ -95,6 +107,11 @@ def seed(database_url: str) -> Seed:
             from crm.workspace import demo
 
             demo.populate(s, SLUG, password=PASSWORD, customers=60)
+            # After the demo records: a required field added later, as a tenant admin would.
+            admin = services.actor_for(services.get_user(s, made.admin.id))
+            for definition in SCREEN_FIELDS:
+                configuration.create_field(s, admin, definition)
+            configuration.set_format(s, admin, "customers", "KH-{yyyy}-{seq:05}")
         with db.transaction(tenant) as s:
             reset = services.request_password_reset(s, "user01@lotus.test")
             assert reset is not None
@@ -231,6 +248,30 @@ def crm_pages(tenant_base: str, page: Page, shoot: Shooter) -> None:
     shoot.visit(f"{tenant_base}/tasks?owner_id=me&status=open", "crm-tasks")
     shoot.visit(f"{tenant_base}/search?q=bj", "crm-search")
     shoot.visit(f"{tenant_base}/recycle-bin", "crm-recycle-bin")
+
+    # The CRM's configuration: fields (a refused new field), one field's edit page, dictionaries (the
+    # region tree, an item being edited), numbering (the live preview of a format being typed).
+    shoot.visit(f"{tenant_base}/settings/fields?entity=customers", "config-fields")
+    page.fill("#new-field input[name=label_en]", "Tier 等级")
+    page.fill("#new-field input[name=key]", "Bad Key")
+    page.select_option("#new-field select[name=type]", "choice")
+    page.click("#new-field button.btn-primary")
+    page.wait_for_load_state()
+    shoot.shot("config-fields-refused")
+    page.goto(f"{tenant_base}/settings/fields?entity=customers")
+    page.click("#custom-fields a:has-text('Edit'), #custom-fields a:has-text('编辑')")
+    page.wait_for_load_state()
+    shoot.shot("config-field-edit")
+    shoot.visit(f"{tenant_base}/settings/dictionaries?kind=region", "config-dictionaries")
+    page.click("#dictionary-items [data-code=shanghai] a")
+    page.wait_for_load_state()
+    shoot.shot("config-dictionary-edit")
+    shoot.visit(f"{tenant_base}/settings/numbers", "config-numbers")
+    page.fill("#pattern-contacts", "LX-{yy}{mm}-{seq:04}")
+    page.wait_for_function("document.querySelector('output[for=pattern-contacts]').textContent.startsWith('LX-')")
+    page.fill("#pattern-activities", "HD-{week}")
+    page.wait_for_selector("#pattern-activities.is-invalid")
+    shoot.shot("config-numbers-preview")
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from core.permissions import all_names
 from core.security import new_secret
 from core.sessions import COOKIE_NAME, PREFIXED_COOKIE_NAME
 from core.tenancy import BoundTenant
+from crm.records import configuration
 from tenants import services
 from tenants.context import CSRF_COOKIE_NAME, PREFIXED_CSRF_COOKIE_NAME
 from tenants.models import AuditEntry, Role, User
@@ -48,7 +49,11 @@ PUBLIC_ROUTES: dict[str, str] = {
 
 #: What a path parameter names: the kind of record its value is taken from.
 PATH_PARAM_KINDS = {"user_id": "user", "department_id": "department", "key": "role", "client_id": "client",
-                    "invitation_id": "invitation", "token_id": "personal_token"}
+                    "invitation_id": "invitation", "token_id": "personal_token", "field_id": "custom_field",
+                    "item_id": "dictionary_item", "kind": "dictionary_kind"}
+#: Kinds whose values are the platform's vocabulary, the same in every tenant (a dictionary's kind): a
+#: route aimed only at them is no record of anyone's, and answers alike on every tenant.
+SHARED_KINDS = frozenset({"dictionary_kind"})
 #: Parameters whose meaning depends on the route.
 ENDPOINT_PARAM_KINDS = {("staff.reset", "token"): "reset_token", ("staff.accept", "token"): "invite_token"}
 #: JSON / query fields holding ids, by name; other UUID fields get a random id.
@@ -81,6 +86,11 @@ class Probe:
 
 def path_kind(rule: Rule, name: str) -> str | None:
     return ENDPOINT_PARAM_KINDS.get((rule.endpoint, name)) or PATH_PARAM_KINDS.get(name)
+
+
+def aims_at_records(rule: Rule) -> bool:
+    """The rule names a tenant's own record in its path (not only shared vocabulary)."""
+    return any(path_kind(rule, name) not in SHARED_KINDS for name in rule.arguments)
 
 
 def api_arguments(app, rule: Rule, method: str) -> list[tuple[str, Schema]]:
@@ -153,7 +163,8 @@ class Values:
         return cls({"user": str(uuid7()), "department": str(uuid7()), "audit": str(uuid7()),
                     "role": "no_such_role", "client": "cy_" + new_secret(12), "client_secret": new_secret(32),
                     "token": new_secret(32), "reset_token": new_secret(), "invite_token": new_secret(),
-                    "invitation": str(uuid7()), "personal_token": str(uuid7())})
+                    "invitation": str(uuid7()), "personal_token": str(uuid7()), "custom_field": str(uuid7()),
+                    "dictionary_item": str(uuid7()), "dictionary_kind": "industry"})
 
     def normalise(self, text: str) -> str:
         for kind, value in self.slots.items():
@@ -259,6 +270,11 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
         new = services.create_client(s, actor, tenant, name=f"{word} integration", scopes=sorted(all_names()))
         token, _row = services.issue_token(s, new.client, new.client.scopes, 3600)
         personal = services.create_personal_token(s, actor, tenant, user_id=admin_id, name=f"{word} laptop 笔记本")
+        field = configuration.create_field(s, actor, {"entity": "customers", "type": "text",
+                                                      "label_en": f"{word} Rating", "label_zh": f"{word} 评级"})
+        item = configuration.add_item(s, actor, "industry", {"label_en": f"{word} Mining",
+                                                             "label_zh": f"{word} 采矿"})
+        configuration.set_format(s, actor, "customers", f"{word.upper()}-{{seq:05}}")
         audit_ids = [str(e.id) for e in s.scalars(select(AuditEntry))]
         role_ids = [str(r.id) for r in s.scalars(select(Role))]
         emails = [u.email for u in s.scalars(select(User))]
@@ -266,11 +282,14 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
     values = Values({"user": str(users[0].id), "department": str(child.id), "audit": audit_ids[-1],
                      "role": role[0], "client": new.client.client_id, "client_secret": new.secret, "token": token,
                      "reset_token": issued[1].secret, "invite_token": invite.secret,
-                     "invitation": str(invitation.id), "personal_token": str(personal.token.id)})
+                     "invitation": str(invitation.id), "personal_token": str(personal.token.id),
+                     "custom_field": str(field.id), "dictionary_item": str(item.id), "dictionary_kind": "industry"})
     private = {personal.token.name, personal.token.prefix,
-               *values.slots.values(), str(admin_id), str(parent.id), str(users[1].id), str(invitation.id),
+               *(v for k, v in values.slots.items() if k not in SHARED_KINDS), str(admin_id), str(parent.id),
+               str(users[1].id), str(invitation.id),
                *audit_ids, *role_ids, *emails, *names, f"invitee@{slug}.test", *departments, role[1],
-               str(tenant.id), tenant.id.hex}
+               str(tenant.id), tenant.id.hex, f"{word} Rating", f"{word} Mining",
+               f"{word.upper()}-{{seq:05}}"}
     return Seeded(slug, tenant, values, new.client.client_id, new.secret, token, private,
                   public={name, word, slug}, personal_token=personal.secret)
 

@@ -44,7 +44,9 @@ from core.storage import storage_from_settings
 from courtyard.runtime import make_redis
 from crm.accounts import views as crm_accounts
 from crm.records import api as crm_api
+from crm.records import api_config as crm_config_api
 from crm.records import views as crm_views
+from crm.records import views_config as crm_config_views
 from crm.workspace import views as crm_workspace
 from tenants import api as tenants_api
 from tenants import context, oauth, views
@@ -141,10 +143,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     crm_accounts.register(app)
     # The workspace home is the CRM's dashboard for the person (tenants cannot import the CRM).
     app.view_functions["staff.home"] = crm_workspace.dashboard
+    crm_config_views.register(app)
     oauth.register(app)
     api = CourtyardApi(app)
     tenants_api.register(api)
     crm_api.register(api)
+    crm_config_api.register(api)
     _register_error_handlers(app)
     _register_template_helpers(app)
     return app

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Date, DateTime, Numeric, Select, and_, cast, func, not_, or_, select, true
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from core.db import utcnow
@@ -237,10 +236,12 @@ def condition(entity: Entity, flt: Filter, viewer: Viewer, *,  # noqa: PLR0912 -
     if f.custom and f.type in (FieldType.CHOICE, FieldType.DICT, FieldType.USER, FieldType.BOOL) and op == "eq":
         # Containment uses the GIN index on custom (jsonb_path_ops).
         model = entity.model
-        return or_(*(model.custom.contains(cast(json.dumps({f.key: to_json(f, v)}), JSONB)) for v in values))
+        # A dict, not cast(json.dumps(...), JSONB): the JSONB bind type would encode that text once more,
+        # and a JSON string never contains an object (the filter matched nothing).
+        return or_(*(model.custom.contains({f.key: to_json(f, v)}) for v in values))
     if op == "has":
         if f.custom:
-            return or_(*(entity.model.custom.contains(cast(json.dumps({f.key: [v]}), JSONB)) for v in values))
+            return or_(*(entity.model.custom.contains({f.key: [v]}) for v in values))
         return expr.overlap(list(values))
     if op == "within":
         start, end = _period(str(values[0]), today or utcnow().date())

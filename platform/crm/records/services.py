@@ -188,9 +188,9 @@ def _check_unique(session: Session, ent: Entity, out: dict[str, Any], by_key: Ma
         f = by_key[key]
         if not f.unique or val is None:
             continue
-        expr = ent.model.custom[key].astext if f.custom else getattr(ent.model, key)
-        wanted = str(to_json(f, val)) if f.custom else val
-        stmt = select(ent.model.id).where(expr == wanted, ent.model.deleted_at.is_(None)).limit(1)
+        # Custom values: containment, which the GIN index on ``custom`` answers (a scan otherwise).
+        same = (ent.model.custom.contains({key: to_json(f, val)}) if f.custom else getattr(ent.model, key) == val)
+        stmt = select(ent.model.id).where(same, ent.model.deleted_at.is_(None)).limit(1)
         if record is not None:
             stmt = stmt.where(ent.model.id != record.id)
         if session.scalar(stmt) is not None:
@@ -221,22 +221,18 @@ def check_pattern(pattern: str) -> str:
     return pattern
 
 
-def next_number(session: Session, ent: Entity, today: dt.date | None = None) -> str:
-    """The next number in the entity's format; the counter restarts each period the format names.
+def today() -> dt.date:
+    return utcnow().date()
 
-    ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` takes the row lock, so concurrent creations get
-    distinct numbers without a lock of our own (a rolled-back one leaves a gap, as sequences do).
-    """
-    pattern = number_pattern(session, ent)
-    day = today or utcnow().date()
+
+def _period(pattern: str, day: dt.date) -> str:
+    """The counter's period: the date parts the format names ('' for a running count)."""
     period = ("%Y" if "{yy" in pattern else "") + ("%m" if "{mm}" in pattern else "") + (
         "%d" if "{dd}" in pattern else "")
-    period_key = day.strftime(period) if period else ""
-    stmt = pg_insert(NumberSequence).values(entity=ent.key, period=period_key, next_value=2)
-    stmt = stmt.on_conflict_do_update(index_elements=["entity", "period"],
-                                      set_={"next_value": NumberSequence.next_value + 1})
-    seq = session.scalar(stmt.returning(NumberSequence.next_value - 1))
+    return day.strftime(period) if period else ""
 
+
+def format_number(pattern: str, seq: int, day: dt.date) -> str:
     def fill(m: re.Match[str]) -> str:
         token = m.group(1)
         if token.startswith("seq"):
@@ -245,6 +241,30 @@ def next_number(session: Session, ent: Entity, today: dt.date | None = None) -> 
                 "dd": day.strftime("%d")}[token]
 
     return _TOKEN.sub(fill, pattern)
+
+
+def next_number(session: Session, ent: Entity, today: dt.date | None = None) -> str:
+    """The next number in the entity's format; the counter restarts each period the format names.
+
+    ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` takes the row lock, so concurrent creations get
+    distinct numbers without a lock of our own (a rolled-back one leaves a gap, as sequences do).
+    """
+    pattern = number_pattern(session, ent)
+    day = today or utcnow().date()
+    stmt = pg_insert(NumberSequence).values(entity=ent.key, period=_period(pattern, day), next_value=2)
+    stmt = stmt.on_conflict_do_update(index_elements=["entity", "period"],
+                                      set_={"next_value": NumberSequence.next_value + 1})
+    seq = session.scalar(stmt.returning(NumberSequence.next_value - 1))
+    return format_number(pattern, seq or 1, day)
+
+
+def peek_number(session: Session, ent: Entity, pattern: str | None = None, day: dt.date | None = None) -> str:
+    """What :func:`next_number` would give now (in ``pattern`` if given), without taking it: a preview."""
+    pattern = pattern or number_pattern(session, ent)
+    day = day or utcnow().date()
+    seq = session.scalar(select(NumberSequence.next_value).where(NumberSequence.entity == ent.key,
+                                                                 NumberSequence.period == _period(pattern, day)))
+    return format_number(pattern, seq or 1, day)
 
 
 # --------------------------------------------------------------------------- writing
