@@ -489,7 +489,7 @@ def test_an_archive_from_revision_0001_is_loaded_there_and_migrated(committed_db
     path = export(engine, slug, tmp_path / "dupes.tar.gz")
     assert json.loads(members_of(path)[0][1])["schema_revision"] == "0001"
     refused(committed_db, engine, path,
-            "could not be migrated from revision 0001 to 0002: .*uq_departments_parent_id_name")
+            r"could not be migrated from revision 0001 to \d+: .*uq_departments_parent_id_name")
 
     sql(engine, slug,
         "UPDATE departments SET name = '销售二部' WHERE id = (SELECT max(id::text)::uuid FROM departments)")

@@ -202,11 +202,13 @@ def _register(ent: Entity) -> None:
         @blp.response(200, record_out)
         def patch(self, record_id: str) -> Response:
             """Change some fields. If-Match is required: a stale version answers 412 and changes nothing."""
+            v = viewer()
+            # A record the caller may not see is a 404 whatever the headers say (never a hint it exists).
+            services.get(db_session(), v, ent, record_id)
             version = expected_version()
             if version is None:
                 raise DomainError(_l('Send If-Match with the ETag of the record you changed (W/"<version>").'),
                                   code="if_match_required")
-            v = viewer()
             row = services.update(db_session(), v, ent, record_id, _body(), expected_version=version)
             return one(ent, v, row)
 
