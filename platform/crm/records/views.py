@@ -163,12 +163,19 @@ def list_page(ent: Entity) -> Any:
 
 
 def _filter_fields(ent: Entity, fields: tuple[Field, ...]) -> list[Field]:
-    """The fields offered in the filter bar: discrete ones first, then dates, then the rest."""
-    rank = {FieldType.DICT: 0, FieldType.CHOICE: 0, FieldType.USER: 1, FieldType.BOOL: 1, FieldType.DATE: 2,
-            FieldType.DATETIME: 2, FieldType.TAGS: 3, FieldType.MULTI: 3}
+    """The fields offered in the filter bar: the list's own key classifications first (by their list
+    order), the owner, then the other discrete fields, dates, and the rest."""
+    rank = {FieldType.DICT: 1, FieldType.CHOICE: 1, FieldType.USER: 1, FieldType.BOOL: 2, FieldType.DATE: 3,
+            FieldType.DATETIME: 3, FieldType.TAGS: 4, FieldType.MULTI: 4}
     usable = [f for f in fields if f.type not in (FieldType.LONGTEXT,) and f.key not in ("related_entity",
                                                                                           "related_id")]
-    return sorted(usable, key=lambda f: (rank.get(f.type, 4), f.custom))
+
+    def order(f: Field) -> tuple[int, int, int, bool]:
+        listed = f.list_order if f.list_order and f.type in (FieldType.DICT, FieldType.CHOICE) else 99
+        owner = 0 if f.key == "owner_id" else 1
+        return (0 if listed < 99 else owner, listed, rank.get(f.type, 5), f.custom)
+
+    return sorted(usable, key=order)
 
 
 def _quick_filters(ent: Entity) -> list[tuple[str, list[tuple[str, str]]]]:
