@@ -295,3 +295,81 @@ def test_export_needs_the_permission_and_usable_parameters(tsession, org):
         exporting.prepare(tsession, admin, CUSTOMERS, [("nosuch", "1")])
     with pytest.raises(ValidationFailed):
         exporting.prepare(tsession, admin, CUSTOMERS, [], fmt="pdf")
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def test_a_job_runs_through_the_outbox_and_reports_its_result(db, org):
+    from crm.records import import_jobs
+
+    data = GOOD.encode()
+    with db.transaction(org.tenant) as s:
+        admin = as_user(s, org.admin)
+        job, table = import_jobs.create(s, admin, CUSTOMERS, data, "big.csv", max_rows=1000, max_bytes=1 << 20)
+        table.close()
+        import_jobs.start(s, admin, job, dry_run=False, skip_invalid=False)
+        job_id = job.id
+    # The commit handed the task over (run in place by the test-suite's eager Celery).
+    with db.transaction(org.tenant) as s:
+        admin = as_user(s, org.admin)
+        job = import_jobs.get(s, admin, job_id)
+        assert job.status == "done"
+        assert job.result["imported"] == 3 and job.result["errors"] == []
+        assert s.scalar(select(import_jobs.ImportJob.data).where(import_jobs.ImportJob.id == job_id)) is None
+        assert count(s, Customer) == 3
+        # Another user does not know the job exists.
+        with pytest.raises(Exception) as exc:
+            import_jobs.get(s, as_user(s, org.manager), job_id)
+        assert type(exc.value).__name__ == "NotFound"
+
+
+class WorkerKilled(BaseException):
+    """What a SIGKILL looks like to the code that was running: nothing after it runs."""
+
+
+def test_a_job_killed_halfway_imports_once_when_it_runs_again(db, org, monkeypatch):
+    from crm.records import import_jobs
+
+    rows = "\n".join(f"Customer {i},010-{1000000 + i}" for i in range(25))
+    data = ("客户名称,联系电话\n" + rows + "\n").encode()
+    with db.transaction(org.tenant) as s:
+        admin = as_user(s, org.admin)
+        job, table = import_jobs.create(s, admin, CUSTOMERS, data, "big.csv", max_rows=1000, max_bytes=1 << 20)
+        table.close()
+        job.status = "queued"  # as start() leaves it, without running the task now
+        job_id = job.id
+    monkeypatch.setattr(importing, "BATCH", 10)
+    real_copy = importing._copy
+    calls = []
+
+    def dying_copy(session, sql, batch):
+        calls.append(len(batch))
+        real_copy(session, sql, batch)
+        if len(calls) == 2:
+            raise WorkerKilled
+
+    monkeypatch.setattr(importing, "_copy", dying_copy)
+    with pytest.raises(WorkerKilled):
+        import_jobs.run_import(str(org.tenant.id), str(job_id))
+    with db.transaction(org.tenant) as s:
+        assert count(s, Customer) == 0  # the half-done import was rolled back with its transaction
+        assert s.get(import_jobs.ImportJob, job_id).status in ("queued", "running")
+    monkeypatch.setattr(importing, "_copy", real_copy)
+    import_jobs.run_import(str(org.tenant.id), str(job_id))  # the message is delivered again
+    import_jobs.run_import(str(org.tenant.id), str(job_id))  # and once more, by a late duplicate
+    with db.transaction(org.tenant) as s:
+        assert count(s, Customer) == 25
+        job = s.get(import_jobs.ImportJob, job_id)
+        assert job.status == "done" and job.result["imported"] == 25
+
+
+def test_a_job_with_a_broken_file_is_refused_at_upload(db, org):
+    from crm.records import import_jobs
+
+    with db.transaction(org.tenant) as s:
+        admin = as_user(s, org.admin)
+        with pytest.raises(tabular.FileRejected):
+            import_jobs.create(s, admin, CUSTOMERS, b"PK\x03\x04junk", "x.xlsx", max_rows=10, max_bytes=1 << 20)
+        with pytest.raises(tabular.FileRejected):
+            import_jobs.create(s, admin, CUSTOMERS, b"x" * 2000, "x.csv", max_rows=10, max_bytes=1000)
