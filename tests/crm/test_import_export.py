@@ -15,6 +15,7 @@ from crm.records import importing, services, tabular
 from crm.records.models import NumberFormat
 from tenants.models import AuditEntry
 from tests.crm.conftest import as_user
+from tests.tenants.test_cli import cli, cli_env  # noqa: F401 - fixtures of the CLI tests
 
 HEADER = "客户名称,联系电话,电子邮箱,所在地区,客户性质,客户级别,备注"
 
@@ -373,3 +374,70 @@ def test_a_job_with_a_broken_file_is_refused_at_upload(db, org):
             import_jobs.create(s, admin, CUSTOMERS, b"PK\x03\x04junk", "x.xlsx", max_rows=10, max_bytes=1 << 20)
         with pytest.raises(tabular.FileRejected):
             import_jobs.create(s, admin, CUSTOMERS, b"x" * 2000, "x.csv", max_rows=10, max_bytes=1000)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_import_json_exit_codes_and_export(cli, tmp_path):
+    import json
+
+    from tests.conftest import unique_slug
+    from tests.tenants.test_cli import create
+
+    slug = unique_slug("imp")
+    assert create(cli, slug).exit_code == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes((HEADER + "\nGood,,,,,,\n,010-7654321,,,,,\nBad,,x@,,,,\n").encode("gb18030"))
+    result = cli("crm", "import", slug, "customers", str(bad), "--json")
+    assert result.exit_code == 1
+    body = json.loads(result.output)
+    assert body == {"total": 3, "imported": 0, "skipped": 3, "errors": [
+        {"line": 3, "field": "name", "message": "Required."},
+        {"line": 4, "field": "email", "message": "'x@' is not an email address."}]}
+    assert list(body) == ["total", "imported", "skipped", "errors"]
+    result = cli("crm", "import", slug, "customers", str(bad), "--json", "--dry-run", "--skip-invalid")
+    assert (result.exit_code, json.loads(result.output)["imported"]) == (1, 1)
+    result = cli("crm", "import", slug, "customers", str(bad), "--skip-invalid")
+    assert result.exit_code == 1
+    assert "imported 1 customers, skipped 2" in result.output and "line 3, name: Required." in result.output
+    good = tmp_path / "good.csv"
+    good.write_bytes(GOOD.encode("utf-8-sig"))
+    result = cli("crm", "import", slug, "customers", str(good), "--json")
+    assert (result.exit_code, json.loads(result.output)["imported"]) == (0, 3), result.output
+    out = tmp_path / "out.xlsx"
+    result = cli("crm", "export", slug, "customers", str(out), "--param", "columns=name,region", "--locale", "zh")
+    assert result.exit_code == 0, result.output
+    assert "Exported 4 customers" in result.output
+    table = tabular.read_table(out.read_bytes(), "out.xlsx", max_rows=100, max_bytes=1 << 20)
+    with table:
+        assert table.headers == ["客户名称", "所在地区"]
+        assert sorted(cells[0] for _line, cells in table.rows) == sorted(
+            ["Good", "北京华为技术有限公司", "上海电气", "Acme Trading"])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["crm", "import", "no-such-workspace", "customers", "{file}"], "No tenant 'no-such-workspace'"),
+    (["crm", "import", "{slug}", "unicorns", "{file}"], "No entity 'unicorns'"),
+    (["crm", "import", "{slug}", "customers", "{missing}"], "does not exist"),
+    (["crm", "import", "{slug}", "customers", "{empty}"], "The file is empty"),
+    (["crm", "import", "{slug}", "customers", "{pdf}"], "cannot be imported"),
+    (["crm", "import", "{slug}", "customers", "{file}", "--as", "ghost@nowhere.test"], "No active user"),
+    (["crm", "export", "{slug}", "customers", "{out}", "--param", "nosuch=1"], "not usable"),
+    (["crm", "export", "{slug}", "customers", "{out}", "--param", "broken"], "NAME=VALUE"),
+])
+def test_cli_refuses_with_a_precise_message(cli, tmp_path, argv, message):
+    from tests.conftest import unique_slug
+    from tests.tenants.test_cli import create
+
+    slug = unique_slug("imp")
+    assert create(cli, slug).exit_code == 0
+    paths = {"file": tmp_path / "ok.csv", "empty": tmp_path / "empty.csv", "pdf": tmp_path / "x.pdf",
+             "missing": tmp_path / "missing.csv", "out": tmp_path / "out.csv"}
+    paths["file"].write_bytes("客户名称\nA\n".encode())
+    paths["empty"].write_bytes(b"")
+    paths["pdf"].write_bytes(b"%PDF-1.4")
+    args = [a.format(slug=slug, **paths) for a in argv]
+    result = cli(*args)
+    assert result.exit_code != 0
+    assert message in result.output
