@@ -442,3 +442,39 @@ def test_cli_refuses_with_a_precise_message(cli, tmp_path, argv, message):
     result = cli(*args)
     assert result.exit_code != 0
     assert message in result.output
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def test_api_import_job_and_export(client, db, org):
+    import base64
+
+    from tests.tenants.test_api import bearer, token
+
+    tok = token(client, db, org.tenant)
+    body = {"filename": "c.csv", "content": base64.b64encode(GOOD.encode("gb18030")).decode(), "dry_run": True}
+    response = client.post("/api/v1/customers/import", json=body, headers=bearer(tok))
+    assert response.status_code == 202, response.get_data(as_text=True)
+    job = response.get_json()
+    got = client.get(f"/api/v1/import-jobs/{job['id']}", headers=bearer(tok)).get_json()
+    assert got["status"] == "done"
+    assert (got["result"]["total"], got["result"]["imported"], got["result"]["dry_run"]) == (3, 3, True)
+    response = client.post("/api/v1/customers/import", json={**body, "dry_run": False}, headers=bearer(tok))
+    got = client.get(f"/api/v1/import-jobs/{response.get_json()['id']}", headers=bearer(tok)).get_json()
+    assert got["result"]["imported"] == 3
+    response = client.get("/api/v1/customers/export?columns=name,region&region=beijing", headers=bearer(tok))
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="customers-')
+    assert response.get_data().decode("utf-8-sig").splitlines() == ["Customer name,Region",
+                                                                     "北京华为技术有限公司,Beijing"]
+    for path, status in (("/api/v1/unicorns/export", 404), ("/api/v1/customers/export?format=pdf", 422),
+                         ("/api/v1/customers/export?nosuch=1", 422), (f"/api/v1/import-jobs/{org.admin}", 404)):
+        assert client.get(path, headers=bearer(tok)).status_code == status, path
+    bad = client.post("/api/v1/customers/import", json={**body, "content": "not base64!"}, headers=bearer(tok))
+    assert bad.status_code == 422
+    assert "content" in bad.get_json()["errors"]
+    broken = client.post("/api/v1/customers/import", headers=bearer(tok), json={
+        **body, "filename": "x.xlsx", "content": base64.b64encode(b"PK\x03\x04junk").decode()})
+    assert broken.status_code == 422
+    assert broken.get_json()["code"] == "corrupt"

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from core.db import AdvisoryLock, TenantBase, TenantRecord, utcnow
 from core.errors import DomainError, NotFound, ValidationFailed
 from core.i18n import _l, shown
+from core.permissions import Actor, all_names
 from core.tasks import send_after_commit, task_runtime
 from crm.records import importing, tabular
 from crm.records.entity import Entity, find_entity
@@ -129,7 +130,8 @@ def get(session: Session, viewer: Viewer, job_id: uuid.UUID | str) -> ImportJob:
     except ValueError:
         raise NotFound(_l("Not found.")) from None
     job = session.get(ImportJob, ident)
-    if job is None or job.created_by != viewer.user_id or viewer.user_id is None:
+    # A person sees their own jobs; a machine client acts for the workspace and sees the jobs of clients.
+    if job is None or job.created_by != viewer.user_id:
         raise NotFound(_l("Not found."))
     ent = find_entity(job.entity)
     if ent is None or not viewer.can(ent, "import"):
@@ -191,9 +193,12 @@ def run(session: Session, job_id: uuid.UUID, *, max_rows: int, max_bytes: int,
     ent = find_entity(row.entity)
     data: bytes = row.data
     try:
-        if user is None or not user.active or ent is None:
+        if (row.created_by is not None and (user is None or not user.active)) or ent is None:
             raise ValidationFailed(_l("The user who started this import can no longer import."))
-        viewer = viewer_for(session, tenant_services.actor_for(user), locale=user.locale or "en")
+        if user is None:  # started by a machine client, which acts for the whole workspace
+            viewer = viewer_for(session, Actor(id=None, label="import job", permissions=all_names(), kind="client"))
+        else:
+            viewer = viewer_for(session, tenant_services.actor_for(user), locale=user.locale or "en")
         result = importing.run(session, viewer, ent, lambda: open_table(data, row.filename, max_rows, max_bytes),
                                filename=row.filename, mapping=row.mapping, dry_run=row.dry_run,
                                skip_invalid=row.skip_invalid, progress=report)

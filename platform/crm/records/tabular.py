@@ -555,7 +555,7 @@ def _next_rows(values: Iterator[tuple[object, ...]]) -> list[tuple[object, ...]]
     return rows
 
 
-def _cell_text(value: object) -> str:  # noqa: PLR0911 - one answer per type of cell value
+def _cell_text(value: object) -> str:
     """A cell's value as the user typed it."""
     if value is None:
         return ""
@@ -682,7 +682,7 @@ def map_headers(headers: Sequence[str], fields: Iterable[FieldLabels],
 # --------------------------------------------------------------------------- writing
 
 
-def _export_text(value: object) -> str:  # noqa: PLR0911 - one answer per type of value
+def _export_text(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
