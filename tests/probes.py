@@ -26,6 +26,7 @@ from werkzeug.routing import Rule
 from core.db import uuid7
 from core.permissions import all_names
 from core.security import new_secret
+from crm.records.import_jobs import ImportJob
 from core.sessions import COOKIE_NAME, PREFIXED_COOKIE_NAME
 from core.tenancy import BoundTenant
 from tenants import services
@@ -48,7 +49,7 @@ PUBLIC_ROUTES: dict[str, str] = {
 
 #: What a path parameter names: the kind of record its value is taken from.
 PATH_PARAM_KINDS = {"user_id": "user", "department_id": "department", "key": "role", "client_id": "client",
-                    "invitation_id": "invitation"}
+                    "invitation_id": "invitation", "job_id": "import_job"}
 #: Parameters whose meaning depends on the route.
 ENDPOINT_PARAM_KINDS = {("staff.reset", "token"): "reset_token", ("staff.accept", "token"): "invite_token"}
 #: JSON / query fields holding ids, by name; other UUID fields get a random id.
@@ -153,7 +154,7 @@ class Values:
         return cls({"user": str(uuid7()), "department": str(uuid7()), "audit": str(uuid7()),
                     "role": "no_such_role", "client": "cy_" + new_secret(12), "client_secret": new_secret(32),
                     "token": new_secret(32), "reset_token": new_secret(), "invite_token": new_secret(),
-                    "invitation": str(uuid7())})
+                    "invitation": str(uuid7()), "import_job": str(uuid7())})
 
     def normalise(self, text: str) -> str:
         for kind, value in self.slots.items():
@@ -256,6 +257,11 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
         assert issued is not None
         new = services.create_client(s, actor, tenant, name=f"{word} integration", scopes=sorted(all_names()))
         token, _row = services.issue_token(s, new.client, new.client.scopes, 3600)
+        # An import job of the workspace's API client (the token's own; the admin has none).
+        job = ImportJob(entity="customers", filename=f"{word}.csv", size=9, data=b"name\nProbe", status="done",
+                        result={"total": 1, "imported": 1, "skipped": 0, "errors": []})
+        s.add(job)
+        s.flush()
         audit_ids = [str(e.id) for e in s.scalars(select(AuditEntry))]
         role_ids = [str(r.id) for r in s.scalars(select(Role))]
         emails = [u.email for u in s.scalars(select(User))]
@@ -263,8 +269,8 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
     values = Values({"user": str(users[0].id), "department": str(child.id), "audit": audit_ids[-1],
                      "role": role[0], "client": new.client.client_id, "client_secret": new.secret, "token": token,
                      "reset_token": issued[1].secret, "invite_token": invite.secret,
-                     "invitation": str(invitation.id)})
-    private = {*values.slots.values(), str(admin_id), str(parent.id), str(users[1].id), str(invitation.id),
+                     "invitation": str(invitation.id), "import_job": str(job.id)})
+    private = {*values.slots.values(), f"{word}.csv", str(admin_id), str(parent.id), str(users[1].id), str(invitation.id),
                *audit_ids, *role_ids, *emails, *names, f"invitee@{slug}.test", *departments, role[1],
                str(tenant.id), tenant.id.hex}
     return Seeded(slug, tenant, values, new.client.client_id, new.secret, token, private,

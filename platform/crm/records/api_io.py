@@ -1,5 +1,7 @@
 """REST API of import and export, for every entity: /api/v1/<entity>/import, /api/v1/<entity>/export and
-/api/v1/import-jobs/<id>. Thin: the rules are in crm.records.importing, import_jobs and exporting."""
+/api/v1/import-jobs/<id>. Thin: the rules are in crm.records.importing, import_jobs and exporting.
+
+The routes of each entity are made when the API is registered (every entity is known by then)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from marshmallow import fields, validate
 from core.errors import NotFound, ValidationFailed
 from core.i18n import _l, current_locale
 from crm.records import exporting, import_jobs
-from crm.records.entity import Entity, find_entity
+from crm.records.entity import Entity, entities, find_entity
 from crm.records.scope import Viewer, viewer_for
 from tenants.api import _authenticate_first, _Blueprint, _quota_headers
 from tenants.context import api_actor, current_tenant, db_session, runtime
@@ -92,21 +94,25 @@ def _viewer() -> Viewer:
 @blp.before_request
 def _room_for_files() -> None:
     # An import body carries a whole file: it may be larger than other requests (still bounded).
-    if request.endpoint == "records_io.Import" and request.method == "POST":
+    if request.endpoint in _IMPORT_ENDPOINTS and request.method == "POST":
         settings = runtime().settings
         request.max_content_length = max(settings.max_body_bytes,
                                          settings.import_max_bytes * 4 // 3 + JSON_OVERHEAD)
 
 
-@blp.route("/<entity>/import")
-class Import(MethodView):
+_IMPORT_ENDPOINTS: set[str] = set()
+
+
+class _Import(MethodView):
+    entity_key = ""
+
     @blp.arguments(ImportIn)
     @blp.response(202, JobOut)
-    def post(self, data: dict[str, Any], entity: str) -> dict[str, Any]:
-        """Import a CSV or xlsx file as records of the entity; answered with the job, which runs in the
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Import a CSV or xlsx file (UTF-8 or GB18030) as records; answered with the job, which runs in the
         background (poll /import-jobs/<id>). Every bad row is reported with its line and field; nothing is
         imported while any row is bad unless skip_invalid."""
-        ent = _entity(entity)
+        ent = _entity(self.entity_key)
         viewer = _viewer()
         viewer.require(ent, "import")
         settings = runtime().settings
@@ -127,6 +133,20 @@ class Import(MethodView):
         return import_jobs.as_json(job)
 
 
+class _Export(MethodView):
+    entity_key = ""
+
+    @blp.response(200, description="The file (text/csv in UTF-8 with a BOM, or an xlsx workbook).")
+    def get(self) -> Response:
+        """Export what the caller may see, with a list's parameters (q, sort, columns, one parameter per
+        filter, as the list takes them) and format=csv or xlsx."""
+        ent = _entity(self.entity_key)
+        viewer = _viewer()
+        plan = exporting.prepare(db_session(), viewer, ent, list(request.args.items(multi=True)),
+                                 fmt=request.args.get("format", "csv"))
+        return stream(plan)
+
+
 @blp.route("/import-jobs/<uuid:job_id>")
 class ImportJobItem(MethodView):
     @blp.response(200, JobOut)
@@ -135,17 +155,16 @@ class ImportJobItem(MethodView):
         return import_jobs.as_json(import_jobs.get(db_session(), _viewer(), job_id))
 
 
-@blp.route("/<entity>/export")
-class Export(MethodView):
-    @blp.response(200, description="The file (text/csv in UTF-8 with a BOM, or an xlsx workbook).")
-    def get(self, entity: str) -> Response:
-        """Export what the caller may see of the entity, with a list's parameters (q, sort, columns, one
-        parameter per filter, as the list takes them) and format=csv or xlsx."""
-        ent = _entity(entity)
-        viewer = _viewer()
-        plan = exporting.prepare(db_session(), viewer, ent, list(request.args.items(multi=True)),
-                                 fmt=request.args.get("format", "csv"))
-        return stream(plan)
+def _entity_routes() -> None:
+    """/<entity>/import and /<entity>/export for every entity, as routes of their own (an entity is not
+    an id: a parameter would answer another workspace's probe as its own)."""
+    for ent in entities():
+        name = ent.key.title().replace("_", "")
+        importer = type(f"{name}Import", (_Import,), {"entity_key": ent.key})
+        exporter = type(f"{name}Export", (_Export,), {"entity_key": ent.key})
+        blp.route(f"/{ent.key}/import", endpoint=f"{ent.key}_import")(importer)
+        blp.route(f"/{ent.key}/export", endpoint=f"{ent.key}_export")(exporter)
+        _IMPORT_ENDPOINTS.add(f"records_io.{ent.key}_import")
 
 
 def stream(plan: exporting.Export) -> Response:
@@ -169,4 +188,6 @@ def stream(plan: exporting.Export) -> Response:
 
 
 def register(api: Api) -> None:
+    if not _IMPORT_ENDPOINTS:
+        _entity_routes()
     api.register_blueprint(blp)
