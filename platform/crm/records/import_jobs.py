@@ -107,9 +107,9 @@ def create(session: Session, viewer: Viewer, ent: Entity, data: bytes, filename:
     viewer.require(ent, "import")
     name = filename.strip()[:MAX_FILENAME] or "upload.csv"
     if len(data) > max_bytes:
-        raise tabular.FileRejected(_l("The file is too large (%(size)s); the limit is %(limit)s.",
-                                      size=f"{len(data) / 1_048_576:.1f} MB", limit=f"{max_bytes / 1_048_576:.1f} MB"),
-                                   code="file_too_large")
+        size, limit = f"{len(data) / 1_048_576:.1f} MB", f"{max_bytes / 1_048_576:.1f} MB"
+        raise tabular.FileRejected(_l("The file is too large (%(size)s); the limit is %(limit)s.", size=size,
+                                      limit=limit), code="file_too_large")
     table = open_table(data, name, max_rows, max_bytes)
     try:
         importing.mapping_for(session, ent, table.headers, check_mapping(mapping))
