@@ -26,9 +26,12 @@ from werkzeug.routing import Rule
 from core.db import uuid7
 from core.permissions import all_names
 from core.security import new_secret
-from crm.records.import_jobs import ImportJob
 from core.sessions import COOKIE_NAME, PREFIXED_COOKIE_NAME
 from core.tenancy import BoundTenant
+from crm.records import services as record_services
+from crm.records.entity import entity
+from crm.records.import_jobs import ImportJob
+from crm.records.scope import viewer_for
 from tenants import services
 from tenants.context import CSRF_COOKIE_NAME, PREFIXED_CSRF_COOKIE_NAME
 from tenants.models import AuditEntry, Role, User
@@ -257,6 +260,16 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
         assert issued is not None
         new = services.create_client(s, actor, tenant, name=f"{word} integration", scopes=sorted(all_names()))
         token, _row = services.issue_token(s, new.client, new.client.scopes, 3600)
+        # One record of each CRM entity, so that every list and export has something of this tenant.
+        viewer = viewer_for(s, actor)
+        records = [(entity("customers"), {"name": f"{word} Customer 客户"}),
+                   (entity("activities"), {"subject": f"{word} Call 电话", "kind": "call",
+                                           "occurred_at": "2026-12-01T09:00:00"}),
+                   (entity("tasks"), {"title": f"{word} Task 任务"})]
+        made = [record_services.create(s, viewer, ent, data) for ent, data in records]
+        record_services.create(s, viewer, entity("contacts"), {"name": f"{word} Contact 联系人",
+                                                               "customer_id": str(made[0].id)})
+        record_names = [f"{word} Customer 客户", f"{word} Call 电话", f"{word} Task 任务", f"{word} Contact 联系人"]
         # An import job of the workspace's API client (the token's own; the admin has none).
         job = ImportJob(entity="customers", filename=f"{word}.csv", size=9, data=b"name\nProbe", status="done",
                         result={"total": 1, "imported": 1, "skipped": 0, "errors": []})
@@ -270,7 +283,8 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
                      "role": role[0], "client": new.client.client_id, "client_secret": new.secret, "token": token,
                      "reset_token": issued[1].secret, "invite_token": invite.secret,
                      "invitation": str(invitation.id), "import_job": str(job.id)})
-    private = {*values.slots.values(), f"{word}.csv", str(admin_id), str(parent.id), str(users[1].id), str(invitation.id),
+    private = {*values.slots.values(), f"{word}.csv", *record_names,
+               str(admin_id), str(parent.id), str(users[1].id), str(invitation.id),
                *audit_ids, *role_ids, *emails, *names, f"invitee@{slug}.test", *departments, role[1],
                str(tenant.id), tenant.id.hex}
     return Seeded(slug, tenant, values, new.client.client_id, new.secret, token, private,

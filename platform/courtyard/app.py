@@ -42,6 +42,7 @@ from core.sessions import RedisSessionInterface
 from core.settings import Settings, project_root
 from courtyard.runtime import make_redis
 from crm.records import api_io as records_io_api
+from crm.records import views_import as records_io_pages
 from tenants import api as tenants_api
 from tenants import context, oauth, views
 from tenants.context import PathPrefixMiddleware, QueryStringMiddleware, Runtime
@@ -129,6 +130,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     app.teardown_request(context.teardown)
 
     views.register(app)
+    records_io_pages.register(app)
     oauth.register(app)
     api = CourtyardApi(app)
     tenants_api.register(api)

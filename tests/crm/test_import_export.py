@@ -478,3 +478,46 @@ def test_api_import_job_and_export(client, db, org):
         **body, "filename": "x.xlsx", "content": base64.b64encode(b"PK\x03\x04junk").decode()})
     assert broken.status_code == 422
     assert broken.get_json()["code"] == "corrupt"
+
+
+# --------------------------------------------------------------------------- the pages
+
+
+def test_import_wizard_upload_map_check_import_and_export_link(app, db, org):
+    import re
+
+    from tests.conftest import host
+    from tests.probes import cookie_header, open_session
+
+    sid, csrf = open_session(app, host("acme"), "", "admin@acme.test")
+    headers = {**host("acme"), **cookie_header(sid)}
+    c = app.test_client(use_cookies=False)
+    assert c.get("/customers/import", headers=headers).status_code == 200
+    text = "公司名称,Telephone,Mystery,Email\n华为,010-1234567,x,bad-mail\n腾飞,010-7654321,y,ok@x.example\n"
+    response = c.post("/customers/import", headers=headers, content_type="multipart/form-data",
+                      data={"csrf_token": csrf, "file": (io.BytesIO(text.encode("gb18030")), "客户.csv")})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    job_path = response.headers["Location"]
+    html = c.get(job_path, headers=headers).get_data(as_text=True)
+    # Matched headers are preselected, the unknown one is left out, the preview shows the bad email beside it.
+    assert re.search(r'name="map-0".*?<option value="name" selected', html, re.S)
+    assert re.search(r'name="map-2".*?<option value="ignore" selected', html, re.S)
+    assert "bad-mail" in html and "is not an email address" in html
+    form = {"csrf_token": csrf, "map-0": "name", "map-1": "phone", "map-2": "remark", "map-3": "email"}
+    assert c.post(job_path, headers=headers, data={**form, "action": "check"}).status_code == 302
+    html = c.get(job_path, headers=headers).get_data(as_text=True)
+    assert 'id="import-errors"' in html and "bad-mail" in html
+    assert c.post(job_path, headers=headers, data={**form, "action": "skip"}).status_code == 302
+    with db.transaction(org.tenant) as s:
+        rows = dict(s.execute(select(Customer.name, Customer.remark)).all())
+    assert rows == {"腾飞": "y"}
+    html = c.get(job_path, headers=headers).get_data(as_text=True)
+    assert "1 records imported, 1 rows skipped" in html
+    assert c.post(job_path, headers=headers, data={**form, "action": "import"}).status_code == 422
+    download = c.get("/customers/export?columns=name,remark&format=csv", headers=headers)
+    assert download.status_code == 200
+    assert download.get_data().decode("utf-8-sig").splitlines() == ["Customer name,Remarks", "腾飞,y"]
+    broken = c.post("/customers/import", headers=headers, content_type="multipart/form-data",
+                    data={"csrf_token": csrf, "file": (io.BytesIO(b"PK\x03\x04junk"), "x.xlsx")})
+    assert broken.status_code == 422
+    assert "damaged" in broken.get_data(as_text=True)

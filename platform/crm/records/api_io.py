@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, request, stream_with_context
+from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Api
 from marshmallow import fields, validate
@@ -181,7 +181,9 @@ def stream(plan: exporting.Export) -> Response:
             session.rollback()
             session.close()
 
-    response = Response(stream_with_context(generate()), mimetype=plan.mimetype)
+    # Not stream_with_context: the generator needs nothing of the request, and a request context held
+    # open until the client has read the whole file would outlive the request's own session.
+    response = Response(generate(), mimetype=plan.mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{plan.filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response
