@@ -185,7 +185,7 @@ def fill_schema(schema: Schema, values: Values, n: int) -> dict[str, Any]:
     return out
 
 
-def _field_value(name: str, fld: mf.Field, values: Values, n: int) -> Any:  # noqa: PLR0911 - one per type
+def _field_value(name: str, fld: mf.Field, values: Values, n: int) -> Any:
     if isinstance(fld, mf.UUID):
         kind = UUID_FIELD_KINDS.get(name)
         return values[kind] if kind else str(uuid7())
