@@ -9,6 +9,7 @@ carries the list's filters, search, sort and columns.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, redirect, render_template, request, url_for
@@ -148,12 +149,21 @@ def _room_for_uploads() -> None:
         request.max_content_length = max(settings.max_body_bytes, settings.import_max_bytes + (64 << 10))
 
 
+def _bound(view: Callable[[str], Any], key: str) -> Callable[[], Any]:
+    """The view of one entity (a route of its own, with no parameter for the entity)."""
+
+    def entity_view() -> Any:
+        return view(key)
+
+    return entity_view
+
+
 def register(app: Flask) -> None:
     if not _UPLOAD_ENDPOINTS:
         for ent in entities():
-            pages.add_url_rule(f"/{ent.key}/import", f"{ent.key}_import", upload, methods=["GET", "POST"],
-                               defaults={"entity_key": ent.key})
-            pages.add_url_rule(f"/{ent.key}/export", f"{ent.key}_export", export, defaults={"entity_key": ent.key})
+            pages.add_url_rule(f"/{ent.key}/import", f"{ent.key}_import", _bound(upload, ent.key),
+                               methods=["GET", "POST"])
+            pages.add_url_rule(f"/{ent.key}/export", f"{ent.key}_export", _bound(export, ent.key))
             _UPLOAD_ENDPOINTS.add(f"records_io_pages.{ent.key}_import")
         pages.add_url_rule("/import-jobs/<job_id>", "job", job, methods=["GET", "POST"])
     app.register_blueprint(pages)
