@@ -3,18 +3,19 @@
 The file layer (:mod:`crm.records.tabular`) gives headers and rows of text; this module turns them into
 records. It is generic over :class:`~crm.records.entity.Entity`: nothing here names an entity.
 
-Two passes over the file (it is opened twice, through ``open_table``):
+One pass over the file, batch by batch:
 
-1. **Check** every row: each mapped cell through :func:`crm.records.fields.convert` (the rules a form
-   and the API use), dictionary values by code or either label, users by email (or exact name), records
-   referred to (a contact's customer) by number, id or exact title among the records the importer may
-   see, required fields, rows longer than the header or too short to hold a required value, unique
-   fields, and duplicates: within the file and against live records the importer may see. Lookups that
-   need the database are made once per batch of rows, never per row. Nothing is written.
-2. **Write**, only when no row is bad (or the caller chose to skip bad rows) and this is not a dry run:
-   the numbers are taken from the entity's sequence in one step, search vectors and sort keys are
-   computed here, and rows go in batches of ``executemany`` (pipelined by psycopg). One audit entry
-   says who imported how many records from which file.
+1. **Check** every row of the batch: each mapped cell through :func:`crm.records.fields.convert` (the
+   rules a form and the API use), dictionary values by code or either label, users by email (or exact
+   name), records referred to (a contact's customer) by number, id or exact title among the records the
+   importer may see, required fields, rows longer than the header or too short to hold a required
+   value, unique fields, and duplicates: within the file and against live records the importer may
+   see. Lookups that need the database are made once per batch, never per row.
+2. **Write** the batch's good rows (not in a dry run): numbers taken from the entity's sequence in one
+   step, search vectors and sort keys computed here, rows sent with ``COPY``. All of it inside a
+   savepoint: when a bad row turns up and bad rows are not to be skipped, the savepoint is rolled back
+   and nothing is imported (the rest of the file is still checked, so that every bad row is reported).
+   One audit entry says who imported how many records from which file.
 
 What counts as a duplicate (decided here; the issue left it open):
 
@@ -447,8 +448,9 @@ class _Duplicates:
         if not seen_by:
             return
         for r in rows:
+            reported = {e.field for e in r.errors}
             for key, k in self._keys(r.values):
-                if k in seen_by:
+                if k in seen_by and key not in reported:
                     number = seen_by[k]
                     if key == "number":
                         message = _l("Another record already has this number.")
@@ -510,37 +512,51 @@ def run(session: Session, viewer: Viewer, ent: Entity, open_table: Callable[[], 
     """
     viewer.require(ent, "import")
     result = ImportResult(dry_run=dry_run)
-    bad: set[int] = set()
     with open_table() as table:
         header_map = mapping_for(session, ent, table.headers, mapping)
         result.ignored_columns = [h for _i, h in header_map.unmatched] + [table.headers[i] for i in header_map.ignored]
         checker = _Checker(session, viewer, ent, table.headers, header_map)
         dups = _Duplicates(session, viewer, ent, checker)
-        for batch in _batches(table.rows):
-            rows = [checker.row(line, cells) for line, cells in batch]
-            checker.resolve(rows)
-            for r in rows:
-                dups.in_file(r)
-            dups.existing(rows)
-            for r in rows:
-                result.total += 1
-                if r.errors:
-                    bad.add(r.line)
-                    result.bad_rows += 1
-                    room = MAX_ERRORS - len(result.errors)
-                    if room > 0:
-                        result.errors.extend(r.errors[:room])
-            if progress is not None:
-                progress("checking", result.total)
-    good = result.total - len(bad)
-    if bad and not skip_invalid:
-        result.skipped = result.total
-        return result
-    if dry_run or good == 0:
-        result.imported = good if dry_run else 0
+        # Good rows are written batch by batch as they are checked, inside a savepoint: a bad row found
+        # later (without skip_invalid) rolls them all back, and a clean file is read only once.
+        writer = None if dry_run else _Writer(session, viewer, ent, checker)
+        savepoint = None if dry_run else session.begin_nested()
+        try:
+            for batch in _batches(table.rows):
+                rows = [checker.row(line, cells) for line, cells in batch]
+                checker.resolve(rows)
+                for r in rows:
+                    dups.in_file(r)
+                dups.existing(rows)
+                good = []
+                for r in rows:
+                    result.total += 1
+                    if r.errors:
+                        result.bad_rows += 1
+                        room = MAX_ERRORS - len(result.errors)
+                        if room > 0:
+                            result.errors.extend(r.errors[:room])
+                    else:
+                        good.append(r)
+                if writer is not None and (skip_invalid or not result.bad_rows):
+                    writer.write(good, result)
+                if progress is not None:
+                    progress("checking" if dry_run else "importing", result.total)
+        except BaseException:
+            if savepoint is not None:
+                savepoint.rollback()
+            raise
+    good_rows = result.total - result.bad_rows
+    if (result.bad_rows and not skip_invalid) or writer is None or not writer.written:
+        if savepoint is not None:
+            savepoint.rollback()
+        result.numbers = None
+        result.imported = good_rows if dry_run and (skip_invalid or not result.bad_rows) else 0
         result.skipped = result.total - result.imported
         return result
-    result.imported = _write(session, viewer, ent, open_table, mapping, bad, good, progress, result)
+    assert savepoint is not None
+    savepoint.commit()
+    result.imported = writer.written
     result.skipped = result.total - result.imported
     tenant_services.audit(session, viewer.actor, f"{ent.key}.imported", ent.key, None, after={
         "file": filename[:255], "records": result.imported, "skipped": result.skipped,
@@ -576,49 +592,36 @@ def _column_fallback(column: Any) -> Any:
     return text
 
 
-def _write(session: Session, viewer: Viewer, ent: Entity, open_table: Callable[[], tabular.Table],
-           mapping: Mapping[str, str] | None, bad: set[int], good: int, progress: Progress | None,
-           result: ImportResult) -> int:
-    """Second pass: the good rows again, now written in batches."""
-    table_ = ent.model.__table__  # type: ignore[attr-defined]
-    all_fields = definitions.fields(session, ent)
-    search_keys = [f.key for f in all_fields if f.key in ent.search_fields or (f.custom and f.searchable)]
-    now = utcnow()
-    written = 0
-    numbers: list[str] | None = None
-    with open_table() as table:
-        header_map = mapping_for(session, ent, table.headers, mapping)
-        checker = _Checker(session, viewer, ent, table.headers, header_map)
-        given_numbers = "number" in checker.mapped
-        column_keys = sorted({f.key for f in checker.fields if not f.custom and f.key in table_.c}
-                             - set(COMMON_COLUMNS))
-        custom_fields = [f for f in checker.fields if f.custom]
-        fallbacks = {k: _column_fallback(table_.c[k]) for k in column_keys if not table_.c[k].nullable}
-        columns = [*COMMON_COLUMNS, *column_keys]
+class _Writer:
+    """Writes checked rows: numbers, owner and department, search vector and sort key, then COPY."""
+
+    def __init__(self, session: Session, viewer: Viewer, ent: Entity, checker: _Checker) -> None:
+        self.session, self.viewer, self.ent, self.checker = session, viewer, ent, checker
+        table_ = ent.model.__table__  # type: ignore[attr-defined]
+        all_fields = definitions.fields(session, ent)
+        self.search_keys = [f.key for f in all_fields if f.key in ent.search_fields or (f.custom and f.searchable)]
+        self.column_keys = sorted({f.key for f in checker.fields if not f.custom and f.key in table_.c}
+                                  - set(COMMON_COLUMNS))
+        self.custom_fields = [f for f in checker.fields if f.custom]
+        self.fallbacks = {k: _column_fallback(table_.c[k]) for k in self.column_keys if not table_.c[k].nullable}
+        columns = [*COMMON_COLUMNS, *self.column_keys]
         schema = session.info["tenant"].schema
         quoted = ", ".join(f'"{c}"' for c in columns)
-        copy_sql = f'COPY "{schema}"."{table_.name}" ({quoted}) FROM STDIN'  # names from the metadata
-        for batch in _batches(table.rows):
-            rows = [checker.row(line, cells) for line, cells in batch if line not in bad]
-            checker.resolve(rows)
-            if given_numbers:
-                # Rows without a number of their own take one from the sequence, skipping those in use.
-                missing = sum(1 for r in rows if not r.values.get("number"))
-                fresh = iter(_free_numbers(session, ent, missing))
-            else:
-                if numbers is None:
-                    numbers = _free_numbers(session, ent, good)
-                fresh = iter(numbers[written:written + len(rows)])
-            params = [_params(ent, r.values, column_keys, custom_fields, fallbacks, search_keys,
-                              r.values.get("number") or next(fresh), viewer, checker, now) for r in rows]
-            if params:
-                _copy(session, copy_sql, params)
-                first = result.numbers[0] if result.numbers else params[0][1]
-                result.numbers = (first, params[-1][1])
-                written += len(params)
-            if progress is not None:
-                progress("importing", written)
-    return written
+        self.copy_sql = f'COPY "{schema}"."{table_.name}" ({quoted}) FROM STDIN'  # names from the metadata
+        self.now = utcnow()
+        self.written = 0
+
+    def write(self, rows: Sequence[_Row], result: ImportResult) -> None:
+        if not rows:
+            return
+        # Rows without a number of their own take the next ones of the sequence, skipping any in use.
+        fresh = iter(_free_numbers(self.session, self.ent, sum(1 for r in rows if not r.values.get("number"))))
+        params = [_params(self.ent, r.values, self.column_keys, self.custom_fields, self.fallbacks, self.search_keys,
+                          r.values.get("number") or next(fresh), self.viewer, self.checker, self.now) for r in rows]
+        _copy(self.session, self.copy_sql, params)
+        first = result.numbers[0] if result.numbers else params[0][1]
+        result.numbers = (first, params[-1][1])
+        self.written += len(params)
 
 
 def _free_numbers(session: Session, ent: Entity, n: int) -> list[str]:
