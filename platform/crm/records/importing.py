@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import ARRAY, ColumnElement, Text, Uuid, any_, bindparam, func, or_, select
+from sqlalchemy import ARRAY, ColumnElement, Text, Uuid, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -195,11 +195,15 @@ class _Lookups:
         title = getattr(model, target.title_field)
         ids = [uuid.UUID(t) for t in wanted if _UUID_RE.fullmatch(t)]
         folded = [t.casefold() for t in wanted]
-        conds = [_any(model.number, wanted), _any(func.lower(title), folded)]
-        if ids:
-            conds.append(model.id == any_(bindparam("ids", ids, type_=ARRAY(Uuid))))
-        rows = self.session.execute(select(model.id, model.number, title).where(
-            or_(*conds), visible(target, self.viewer))).all()
+        rows: list[Any] = []
+        for expr, vals, kind in ((model.number, list(wanted), Text), (func.lower(title), folded, Text),
+                                 (model.id, ids, Uuid)):
+            if not vals:
+                continue
+            # One query per way of naming a record, each a join with the values (see _Duplicates.existing).
+            given = func.unnest(bindparam(None, vals, type_=ARRAY(kind))).table_valued("value").render_derived()
+            rows += self.session.execute(select(model.id, model.number, title).select_from(model).join(
+                given, expr == given.c.value).where(visible(target, self.viewer))).all()
         by_number = {r[1]: r[0] for r in rows if r[1]}
         by_id = {r[0] for r in rows}
         by_title: dict[str, set[uuid.UUID]] = {}
@@ -373,6 +377,7 @@ class _Duplicates:
         self.check_number = "number" in checker.mapped
         self.seen: dict[tuple[Any, ...], int] = {}
         self.labels = {f.key: f.label(viewer.locale) for _i, f in checker.columns}
+        self.kinds = {f.key: f.type for _i, f in checker.columns}
 
     def _title_key(self, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
         title = values.get(self.ent.title_field)
@@ -409,22 +414,30 @@ class _Duplicates:
         model = self.ent.model
         live = model.deleted_at.is_(None)
         seen_by: dict[tuple[Any, ...], str] = {}
-        conds = []
-        values_of: dict[str, set[str]] = {}
+        title_col = getattr(model, self.ent.title_field)
+        cols = [model.number, title_col, *(getattr(model, k) for k in self.dup_fields),
+                *(getattr(model, k) for k in self.ref_keys)]
+        probes: list[tuple[Any, set[str]]] = []
         for key in self.dup_fields:
             vals = {str(r.values[key]).casefold() for r in rows if r.values.get(key)}
             if vals:
-                values_of[key] = vals
-                conds.append(_any(func.lower(getattr(model, key)), vals))
+                column = getattr(model, key)
+                # Phones have no case: compared as stored, their index serves the lookup.
+                exact = self.kinds.get(key) == FieldType.PHONE
+                probes.append((column if exact else func.lower(column), vals))
         titles = {r.values[self.ent.title_field].casefold() for r in rows
                   if self.by_title and isinstance(r.values.get(self.ent.title_field), str)}
-        title_col = getattr(model, self.ent.title_field)
         if titles:
-            conds.append(_any(func.lower(title_col), titles))
-        if conds:
-            cols = [model.number, title_col, *(getattr(model, k) for k in self.dup_fields),
-                    *(getattr(model, k) for k in self.ref_keys)]
-            for rec in self.session.execute(select(*cols).where(or_(*conds), live, visible(self.ent, self.viewer))):
+            probes.append((func.lower(title_col), titles))
+        for expr, vals in probes:
+            # A join with the batch's values (hashed by the planner), one query per kind of key: an OR of
+            # "= ANY(array)" conditions is planned as a row-by-row scan of every array once the statement
+            # is prepared.
+            wanted = func.unnest(bindparam(None, list(vals), type_=ARRAY(Text))).table_valued(
+                "value").render_derived()
+            stmt = (select(*cols).select_from(model).join(wanted, expr == wanted.c.value)
+                    .where(live, visible(self.ent, self.viewer)))
+            for rec in self.session.execute(stmt):
                 number, title = rec[0], rec[1]
                 rest = list(rec[2:])
                 for key in self.dup_fields:
