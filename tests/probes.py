@@ -29,6 +29,10 @@ from core.security import new_secret
 from core.sessions import COOKIE_NAME, PREFIXED_COOKIE_NAME
 from core.tenancy import BoundTenant
 from crm.records import configuration
+from crm.records import services as record_services
+from crm.records.entity import entity
+from crm.records.import_jobs import ImportJob
+from crm.records.scope import viewer_for
 from tenants import services
 from tenants.context import CSRF_COOKIE_NAME, PREFIXED_CSRF_COOKIE_NAME
 from tenants.models import AuditEntry, Role, User
@@ -50,7 +54,8 @@ PUBLIC_ROUTES: dict[str, str] = {
 #: What a path parameter names: the kind of record its value is taken from.
 PATH_PARAM_KINDS = {"user_id": "user", "department_id": "department", "key": "role", "client_id": "client",
                     "invitation_id": "invitation", "token_id": "personal_token", "field_id": "custom_field",
-                    "item_id": "dictionary_item", "kind": "dictionary_kind"}
+                    "item_id": "dictionary_item", "kind": "dictionary_kind",
+                    "job_id": "import_job"}
 #: Kinds whose values are the platform's vocabulary, the same in every tenant (a dictionary's kind): a
 #: route aimed only at them is no record of anyone's, and answers alike on every tenant.
 SHARED_KINDS = frozenset({"dictionary_kind"})
@@ -164,7 +169,8 @@ class Values:
                     "role": "no_such_role", "client": "cy_" + new_secret(12), "client_secret": new_secret(32),
                     "token": new_secret(32), "reset_token": new_secret(), "invite_token": new_secret(),
                     "invitation": str(uuid7()), "personal_token": str(uuid7()), "custom_field": str(uuid7()),
-                    "dictionary_item": str(uuid7()), "dictionary_kind": "industry"})
+                    "dictionary_item": str(uuid7()), "dictionary_kind": "industry",
+                    "import_job": str(uuid7())})
 
     def normalise(self, text: str) -> str:
         for kind, value in self.slots.items():
@@ -275,6 +281,21 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
         item = configuration.add_item(s, actor, "industry", {"label_en": f"{word} Mining",
                                                              "label_zh": f"{word} 采矿"})
         configuration.set_format(s, actor, "customers", f"{word.upper()}-{{seq:05}}")
+        # One record of each CRM entity, so that every list and export has something of this tenant.
+        viewer = viewer_for(s, actor)
+        records = [(entity("customers"), {"name": f"{word} Customer 客户"}),
+                   (entity("activities"), {"subject": f"{word} Call 电话", "kind": "call",
+                                           "occurred_at": "2026-12-01T09:00:00"}),
+                   (entity("tasks"), {"title": f"{word} Task 任务"})]
+        made = [record_services.create(s, viewer, ent, data) for ent, data in records]
+        record_services.create(s, viewer, entity("contacts"), {"name": f"{word} Contact 联系人",
+                                                               "customer_id": str(made[0].id)})
+        record_names = [f"{word} Customer 客户", f"{word} Call 电话", f"{word} Task 任务", f"{word} Contact 联系人"]
+        # An import job of the workspace's API client (the token's own; the admin has none).
+        job = ImportJob(entity="customers", filename=f"{word}.csv", size=9, data=b"name\nProbe", status="done",
+                        result={"total": 1, "imported": 1, "skipped": 0, "errors": []})
+        s.add(job)
+        s.flush()
         audit_ids = [str(e.id) for e in s.scalars(select(AuditEntry))]
         role_ids = [str(r.id) for r in s.scalars(select(Role))]
         emails = [u.email for u in s.scalars(select(User))]
@@ -283,8 +304,9 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
                      "role": role[0], "client": new.client.client_id, "client_secret": new.secret, "token": token,
                      "reset_token": issued[1].secret, "invite_token": invite.secret,
                      "invitation": str(invitation.id), "personal_token": str(personal.token.id),
-                     "custom_field": str(field.id), "dictionary_item": str(item.id), "dictionary_kind": "industry"})
-    private = {personal.token.name, personal.token.prefix,
+                     "custom_field": str(field.id), "dictionary_item": str(item.id), "dictionary_kind": "industry",
+                     "import_job": str(job.id)})
+    private = {personal.token.name, personal.token.prefix, f"{word}.csv", *record_names,
                *(v for k, v in values.slots.items() if k not in SHARED_KINDS), str(admin_id), str(parent.id),
                str(users[1].id), str(invitation.id),
                *audit_ids, *role_ids, *emails, *names, f"invitee@{slug}.test", *departments, role[1],

@@ -45,8 +45,10 @@ from courtyard.runtime import make_redis
 from crm.accounts import views as crm_accounts
 from crm.records import api as crm_api
 from crm.records import api_config as crm_config_api
+from crm.records import api_io as records_io_api
 from crm.records import views as crm_views
 from crm.records import views_config as crm_config_views
+from crm.records import views_import as records_io_pages
 from crm.workspace import views as crm_workspace
 from tenants import api as tenants_api
 from tenants import context, oauth, views
@@ -144,11 +146,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     # The workspace home is the CRM's dashboard for the person (tenants cannot import the CRM).
     app.view_functions["staff.home"] = crm_workspace.dashboard
     crm_config_views.register(app)
+    records_io_pages.register(app)
     oauth.register(app)
     api = CourtyardApi(app)
     tenants_api.register(api)
     crm_api.register(api)
     crm_config_api.register(api)
+    records_io_api.register(api)
     _register_error_handlers(app)
     _register_template_helpers(app)
     return app

@@ -22,6 +22,7 @@ from core.errors import ConfigError
 from core.logs import configure_logging
 from core.permissions import Actor
 from core.settings import Settings
+from crm.records.cli import COMMANDS as CRM_COMMANDS
 from tenants import services
 from tenants.cli import COMMANDS, CliRuntime
 
@@ -73,7 +74,7 @@ def main(ctx: click.Context) -> None:
     ctx.call_on_close(runtime.close)
 
 
-for command in COMMANDS:
+for command in (*COMMANDS, *CRM_COMMANDS):
     main.add_command(command)
 
 

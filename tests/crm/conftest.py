@@ -15,6 +15,7 @@ from core.tenancy import BoundTenant
 from crm.records.scope import Viewer, viewer_for
 from tenants import services
 from tenants.models import Department, User
+from tests.tenants.test_cli import cli, cli_env  # noqa: F401 - the CLI tests' fixtures, for crm commands
 
 
 @dataclass

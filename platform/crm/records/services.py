@@ -270,6 +270,11 @@ def peek_number(session: Session, ent: Entity, pattern: str | None = None, day: 
 # --------------------------------------------------------------------------- writing
 
 
+def without_pinyin(f: Field) -> bool:
+    """Addresses and long texts are searched by their words, not by pinyin (two lexemes a character)."""
+    return f.type == FieldType.LONGTEXT or "address" in f.key
+
+
 def reindex(session: Session, ent: Entity, record: Any) -> None:
     """Recompute the record's search vector and sort key from its current values.
 
@@ -280,8 +285,7 @@ def reindex(session: Session, ent: Entity, record: Any) -> None:
     plain: list[str] = []
     for f in definitions.fields(session, ent):
         if (f.key in ent.search_fields or (f.custom and f.searchable)) and (v := value(record, f)):
-            quiet = f.type == FieldType.LONGTEXT or "address" in f.key
-            (plain if quiet else texts).append(str(v))
+            (plain if without_pinyin(f) else texts).append(str(v))
     if record.number:
         texts.append(record.number)
     if ent.extra_search is not None:
