@@ -33,7 +33,7 @@ from tests.browser import VIEWPORTS, WAIT_MS, launch
 from tests.conftest import PASSWORD, unique_slug
 
 #: Blueprints whose GET routes are staff pages (the CRM's join this list when they land).
-SWEPT_BLUEPRINTS = ("staff", "crm")
+SWEPT_BLUEPRINTS = ("staff", "crm", "config", "records_io_pages")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,8 @@ class Seeded:
 PAGES_WITH_IDS: dict[str, Callable[[Seeded], dict[str, Any]]] = {
     "staff.user_page": lambda seed: {"user_id": seed.colleague_id},
 }
+PAGES_WITH_IDS["config.field_edit"] = lambda seed: {"field_id": seed.records["custom_field"]}
+PAGES_WITH_IDS["records_io_pages.job"] = lambda seed: {"job_id": seed.records["import_job"]}
 for _entity in ("customers", "contacts", "activities", "tasks"):
     for _page in ("detail", "edit", "merge"):
         PAGES_WITH_IDS[f"crm.{_entity}_{_page}"] = lambda seed, e=_entity: {"record_id": seed.records[e]}
@@ -63,6 +65,9 @@ NOT_PAGES: dict[str, str] = {
     **{f"crm.{e}_download": "a file download, not a page; tests/crm/test_attachments.py covers it"
        for e in ("customers", "contacts", "activities", "tasks")},
     **{f"crm.{e}_duplicates": "an htmx fragment inside the form (the form itself is swept)"
+       for e in ("customers", "contacts", "activities", "tasks")},
+    "config.number_preview": "JSON for the numbering page's live preview (the page itself is swept)",
+    **{f"records_io_pages.{e}_export": "a file download, not a page; tests/crm/test_import_export.py covers it"
        for e in ("customers", "contacts", "activities", "tasks")},
 }
 
@@ -145,7 +150,19 @@ def _crm_records(session: Any, admin_id: uuid.UUID) -> dict[str, uuid.UUID]:
                                                             "customer_id": customer.id, "contact_id": contact.id})
     task = records.create(session, admin, TASKS, {"title": "发送报价单", "due_at": "2026-12-05T09:00",
                                                    "customer_id": customer.id})
-    return {"customers": customer.id, "contacts": contact.id, "activities": activity.id, "tasks": task.id}
+    from crm.records import configuration
+    from crm.records.import_jobs import ImportJob
+
+    field = configuration.create_field(session, admin.actor, {"entity": "customers", "type": "choice",
+                                                              "label_en": "Tier", "label_zh": "客户等级",
+                                                              "options": "gold | Gold | 金牌\nsilver | Silver | 银牌"})
+    job = ImportJob(entity="customers", filename="客户.csv", size=30, data=b"", status="done", created_by=admin_id,
+                    result={"total": 3, "imported": 2, "skipped": 1,
+                            "errors": [{"line": 3, "field": "phone", "message": "'abc' is not a phone number."}]})
+    session.add(job)
+    session.flush()
+    return {"customers": customer.id, "contacts": contact.id, "activities": activity.id, "tasks": task.id,
+            "custom_field": field.id, "import_job": job.id}
 
 
 @pytest.mark.browser
