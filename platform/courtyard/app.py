@@ -41,6 +41,8 @@ from core.ratelimit import QuotaLimiter, RateLimiter
 from core.sessions import RedisSessionInterface
 from core.settings import Settings, project_root
 from courtyard.runtime import make_redis
+from crm.activities import views as calendar_views
+from crm.records import notifications_api, notifications_views
 from tenants import api as tenants_api
 from tenants import context, oauth, views
 from tenants.context import PathPrefixMiddleware, QueryStringMiddleware, Runtime
@@ -131,6 +133,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     oauth.register(app)
     api = CourtyardApi(app)
     tenants_api.register(api)
+    calendar_views.register(app)
+    notifications_views.register(app)
+    notifications_api.register(api)
     _register_error_handlers(app)
     _register_template_helpers(app)
     return app

@@ -10,12 +10,14 @@ from sqlalchemy.orm import Session
 
 from crm.accounts import models as accounts_models
 from crm.activities import models as activities_models
-from crm.records import definitions, seeds
+from crm.activities import services as activities_services
+from crm.records import definitions, preferences, seeds
 from crm.records import models as records_models
 from crm.records import permissions as records_permissions
 from tenants import services as tenant_services
 
-MODULES = (records_models, records_permissions, accounts_models, activities_models)
+MODULES = (records_models, records_permissions, preferences, accounts_models, activities_models,
+           activities_services)
 
 
 def seed_tenant(session: Session) -> None:

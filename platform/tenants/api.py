@@ -284,3 +284,13 @@ def _quota_headers(response: Response) -> Response:
 
 def register(api: Api) -> None:
     api.register_blueprint(blp)
+
+
+#: The blueprint class other domains' APIs use, so their JSON bodies are read the same way.
+ApiBlueprint = _Blueprint
+
+
+def guard(blueprint: Blueprint) -> None:
+    """Give another domain's API blueprint this one's checks: the caller first, the quota, unusable input."""
+    blueprint.before_request(_authenticate_first)
+    blueprint.after_request(_quota_headers)

@@ -551,7 +551,8 @@ def register(app: Flask) -> None:
     _serve_vendor(app)
 
 
-VENDOR_PACKAGES = {"bootstrap": "bootstrap/dist", "htmx.org": "htmx.org/dist", "swagger-ui-dist": "swagger-ui-dist"}
+VENDOR_PACKAGES = {"bootstrap": "bootstrap/dist", "htmx.org": "htmx.org/dist", "swagger-ui-dist": "swagger-ui-dist",
+                   "fullcalendar": "fullcalendar", "fullcalendar-locales": "@fullcalendar/core/locales"}
 
 
 def _serve_vendor(app: Flask) -> None:
