@@ -85,7 +85,7 @@ def events() -> Response:
     rows = calendar.entries(session, viewer, start, end, owners=owners,
                             participant=owners[0] if owners and len(owners) == 1 else None)
     owner_ids = {e.record.owner_id for e in rows if e.record.owner_id is not None}
-    names = dict(session.execute(select(User.id, User.name).where(User.id.in_(owner_ids)))) if owner_ids else {}
+    names = {row[0]: row[1] for row in session.execute(select(User.id, User.name).where(User.id.in_(owner_ids)))}
     response = jsonify(calendar.fullcalendar_events(rows, names))
     response.headers["Cache-Control"] = "no-store"
     return response
