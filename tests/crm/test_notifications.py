@@ -118,7 +118,7 @@ def test_nothing_is_mailed_when_the_unit_of_work_rolls_back(db, tsession, org, s
 
 def test_links_must_stay_inside_the_workspace(tsession, org):
     for bad in ("https://evil.example/", "//evil.example/x", "/" + "x" * 400):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="paths inside the workspace"):
             notifications.notify(tsession, org.rep_a, "general", "t", link=bad)
 
 
