@@ -28,6 +28,7 @@ from core.permissions import all_names
 from core.security import new_secret
 from core.sessions import COOKIE_NAME, PREFIXED_COOKIE_NAME
 from core.tenancy import BoundTenant
+from crm.records import notifications, preferences
 from tenants import services
 from tenants.context import CSRF_COOKIE_NAME, PREFIXED_CSRF_COOKIE_NAME
 from tenants.models import AuditEntry, Role, User
@@ -48,9 +49,12 @@ PUBLIC_ROUTES: dict[str, str] = {
 
 #: What a path parameter names: the kind of record its value is taken from.
 PATH_PARAM_KINDS = {"user_id": "user", "department_id": "department", "key": "role", "client_id": "client",
-                    "invitation_id": "invitation"}
+                    "invitation_id": "invitation", "notification_id": "notification"}
 #: Parameters whose meaning depends on the route.
-ENDPOINT_PARAM_KINDS = {("staff.reset", "token"): "reset_token", ("staff.accept", "token"): "invite_token"}
+ENDPOINT_PARAM_KINDS = {("staff.reset", "token"): "reset_token", ("staff.accept", "token"): "invite_token",
+                        ("calendar.feed", "token"): "calendar_token"}
+#: API routes about the calling person (their bell): a machine client's token gets an empty answer.
+PERSONAL_API_PREFIXES = ("/api/v1/notifications",)
 #: JSON / query fields holding ids, by name; other UUID fields get a random id.
 UUID_FIELD_KINDS = {"department_id": "department", "parent_id": "department", "user_id": "user",
                     "before": "audit"}
@@ -153,7 +157,7 @@ class Values:
         return cls({"user": str(uuid7()), "department": str(uuid7()), "audit": str(uuid7()),
                     "role": "no_such_role", "client": "cy_" + new_secret(12), "client_secret": new_secret(32),
                     "token": new_secret(32), "reset_token": new_secret(), "invite_token": new_secret(),
-                    "invitation": str(uuid7())})
+                    "invitation": str(uuid7()), "notification": str(uuid7()), "calendar_token": new_secret(32)})
 
     def normalise(self, text: str) -> str:
         for kind, value in self.slots.items():
@@ -256,6 +260,9 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
         assert issued is not None
         new = services.create_client(s, actor, tenant, name=f"{word} integration", scopes=sorted(all_names()))
         token, _row = services.issue_token(s, new.client, new.client.scopes, 3600)
+        note = notifications.notify(s, admin_id, "general", f"{word} notification 通知")
+        assert note is not None
+        calendar_token = preferences.new_calendar_token(s, admin_id)
         audit_ids = [str(e.id) for e in s.scalars(select(AuditEntry))]
         role_ids = [str(r.id) for r in s.scalars(select(Role))]
         emails = [u.email for u in s.scalars(select(User))]
@@ -263,10 +270,11 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
     values = Values({"user": str(users[0].id), "department": str(child.id), "audit": audit_ids[-1],
                      "role": role[0], "client": new.client.client_id, "client_secret": new.secret, "token": token,
                      "reset_token": issued[1].secret, "invite_token": invite.secret,
-                     "invitation": str(invitation.id)})
+                     "invitation": str(invitation.id), "notification": str(note.id),
+                     "calendar_token": calendar_token})
     private = {*values.slots.values(), str(admin_id), str(parent.id), str(users[1].id), str(invitation.id),
                *audit_ids, *role_ids, *emails, *names, f"invitee@{slug}.test", *departments, role[1],
-               str(tenant.id), tenant.id.hex}
+               str(tenant.id), tenant.id.hex, f"{word} notification 通知"}
     return Seeded(slug, tenant, values, new.client.client_id, new.secret, token, private,
                   public={name, word, slug})
 

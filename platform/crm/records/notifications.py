@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from babel.support import NullTranslations, Translations
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db import utcnow
@@ -139,8 +139,8 @@ def _still_visible(viewer: Viewer) -> ColumnElement[bool]:
 
 
 def _mine(viewer: Viewer) -> ColumnElement[bool]:
-    if viewer.user_id is None:
-        raise NotFound(_l("Not found."))
+    if viewer.user_id is None:  # a machine client acts for the tenant, and has no bell of its own
+        return false()
     return and_(Notification.user_id == viewer.user_id, _still_visible(viewer))
 
 
