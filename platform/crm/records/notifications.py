@@ -29,6 +29,8 @@ from crm.records.entity import entities
 from crm.records.models import Notification
 from crm.records.preferences import wants_email
 from crm.records.scope import Viewer, visible
+from tenants.archive import row_check
+from tenants.errors import InvalidArchive
 from tenants.models import User
 
 log = logging.getLogger(__name__)
@@ -196,6 +198,17 @@ def mark_all_read(session: Session, viewer: Viewer, now: dt.datetime | None = No
                                                         Notification.read_at.is_(None))
                              .values(read_at=now or utcnow()))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+@row_check("notifications")
+def _check_notifications(session: Session) -> None:
+    """A restored notification links only inside the workspace (the bell follows the link)."""
+    bad = session.scalar(select(Notification.id).where(
+        Notification.link != "", or_(~Notification.link.startswith("/"), Notification.link.startswith("//")))
+        .limit(1))
+    if bad is not None:
+        raise InvalidArchive(_l("Table %(table)s, row %(row)s: %(field)s: %(reason)s", table="notifications",
+                                row=str(bad), field="link", reason=_l("not a path inside the workspace.")))
 
 
 def as_json(row: Notification, locale: str) -> Mapping[str, Any]:
