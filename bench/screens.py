@@ -100,7 +100,7 @@ def _seed_calendar(s: object) -> None:
 
     from crm.activities.models import ACTIVITIES, TASKS
     from crm.activities.services import complete
-    from crm.records import notifications
+    from crm.records import notifications, preferences
     from crm.records import services as records
     from crm.records.scope import viewer_for
     from tenants.models import User
@@ -123,6 +123,8 @@ def _seed_calendar(s: object) -> None:
         records.create(s, viewer, ACTIVITIES, {  # type: ignore[arg-type]
             "subject": ("电话回访 Follow-up call", "拜访客户 Customer visit")[i % 2], "kind": ("call", "visit")[i % 2],
             "occurred_at": (today + dt.timedelta(days=i * 3 - 12, hours=2)).isoformat(), "duration_min": 45})
+    # No mail: the seed runs before the task runtime (and its outbox) is configured.
+    preferences.set_email_notifications(s, admin.id, False)  # type: ignore[arg-type]
     for title in titles[:4]:
         notifications.notify(s, admin.id, "task.reminder", title, "截止 2026-12-03 09:00 UTC", "/tasks")  # type: ignore[arg-type]
 

@@ -41,6 +41,7 @@
     height: "auto",
     nowIndicator: true,
     dayMaxEvents: true,
+    eventDisplay: "block",     // coloured blocks everywhere: the dot style put coloured text on our colours
     editable: true,            // each event says whether it may move (the viewer may edit it)
     eventStartEditable: true,
     eventDurationEditable: false,
