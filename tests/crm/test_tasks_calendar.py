@@ -353,3 +353,31 @@ def test_a_task_record_outside_scope_is_not_found(tsession, org):
     hidden = new_task(tsession, b, title="B's", due_at=at(2026, 12, 4), recurrence="daily")
     with pytest.raises(NotFound):
         services.complete(tsession, a, hidden.id)
+
+
+def test_two_people_completing_the_same_occurrence_at_once_make_one_successor(committed_db, engine):
+    from tests.conftest import provision, unique_slug
+    from tests.crm.conftest import make_org
+    from tests.races import second_waits_for_first
+
+    tenant, admin_id = provision(committed_db, unique_slug("tasks"))
+    org = make_org(committed_db, tenant, admin_id)
+    with committed_db.transaction(tenant) as s:
+        task_id = new_task(s, as_user(s, org.rep_a), due_at=at(2026, 12, 1), recurrence="daily").id
+
+    # The owner completes it and stays in the transaction; the manager completes it at the same moment.
+    first = committed_db.session(tenant)
+    services.complete(first, as_user(first, org.rep_a), task_id)
+
+    def second():
+        with committed_db.transaction(tenant) as s2:
+            _, nxt = services.complete(s2, as_user(s2, org.manager), task_id)
+            return nxt.id if nxt else None
+
+    waited, result = second_waits_for_first(first, second, engine)
+    assert waited, "the second completion did not wait for the first"
+    assert not isinstance(result, Exception), result
+    with committed_db.transaction(tenant) as s:
+        successors = list(s.scalars(select(Task).where(Task.previous_id == task_id)))
+    assert len(successors) == 1
+    assert result == successors[0].id  # the second saw the first's successor, and made none
