@@ -113,11 +113,48 @@ def seed(database_url: str) -> Seed:
                 configuration.create_field(s, admin, definition)
             configuration.set_format(s, admin, "customers", "KH-{yyyy}-{seq:05}")
         with db.transaction(tenant) as s:
+            _seed_calendar(s)
+        with db.transaction(tenant) as s:
             reset = services.request_password_reset(s, "user01@lotus.test")
             assert reset is not None
         return Seed(invitation=invitation.secret, reset=reset[1].secret, user_id=str(first.id))
     finally:
         engine.dispose()
+
+
+def _seed_calendar(s: object) -> None:
+    """The admin's tasks and activities around today, a repeating one, a done one, and notifications."""
+    import datetime as dt
+
+    from crm.activities.models import ACTIVITIES, TASKS
+    from crm.activities.services import complete
+    from crm.records import notifications, preferences
+    from crm.records import services as records
+    from crm.records.scope import viewer_for
+    from tenants.models import User
+
+    admin = s.scalar(__import__("sqlalchemy").select(User).where(User.email == ADMIN_EMAIL))  # type: ignore[attr-defined]
+    viewer = viewer_for(s, services.actor_for(admin), locale="zh")  # type: ignore[arg-type]
+    today = dt.datetime.now(dt.UTC).replace(hour=1, minute=30, second=0, microsecond=0)
+    titles = ["回访北京华为 Call Huawei back", "Send the quote to 上海电气", "准备季度复盘 Quarterly review",
+              "Visit 深圳腾讯 with the manager", "合同续签 Contract renewal", "Demo for 杭州阿里"]
+    for i, title in enumerate(titles * 3):
+        due = today + dt.timedelta(days=i * 2 - 10, hours=i % 5)
+        task = records.create(s, viewer, TASKS, {  # type: ignore[arg-type]
+            "title": title, "due_at": due.isoformat(), "priority": ("high", "normal", "low")[i % 3],
+            "reminder_at": (due - dt.timedelta(minutes=15)).isoformat(), "all_day": i % 4 == 0})
+        if i < 4:
+            complete(s, viewer, task.id)  # type: ignore[arg-type]
+    records.create(s, viewer, TASKS, {"title": "周会 Weekly sales meeting", "due_at": today.isoformat(),  # type: ignore[arg-type]
+                                      "recurrence": "weekly"})
+    for i in range(8):
+        records.create(s, viewer, ACTIVITIES, {  # type: ignore[arg-type]
+            "subject": ("电话回访 Follow-up call", "拜访客户 Customer visit")[i % 2], "kind": ("call", "visit")[i % 2],
+            "occurred_at": (today + dt.timedelta(days=i * 3 - 12, hours=2)).isoformat(), "duration_min": 45})
+    # No mail: the seed runs before the task runtime (and its outbox) is configured.
+    preferences.set_email_notifications(s, admin.id, False)  # type: ignore[arg-type]
+    for title in titles[:4]:
+        notifications.notify(s, admin.id, "task.reminder", title, "截止 2026-12-03 09:00 UTC", "/tasks")  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -219,6 +256,12 @@ def run(base: str, tenant_base: str, page: Page, shoot: Shooter, data: Seed) -> 
     page.click("form:has(input[name=new_password]) button[type=submit]")
     page.wait_for_load_state()
     shoot.shot("profile-refused")
+    shoot.visit(f"{tenant_base}/calendar", "calendar")
+    page.wait_for_selector(".fc-event")
+    shoot.shot("calendar-loaded")
+    shoot.visit(f"{tenant_base}/calendar?team=1", "calendar-team")
+    shoot.visit(f"{tenant_base}/notifications", "notifications")
+    shoot.visit(f"{tenant_base}/notifications/bell", "notifications-bell")
     shoot.visit(f"{tenant_base}/nope", "tenant-404", status=404)
     crm_pages(tenant_base, page, shoot)
 

@@ -28,7 +28,7 @@ from core.permissions import all_names
 from core.security import new_secret
 from core.sessions import COOKIE_NAME, PREFIXED_COOKIE_NAME
 from core.tenancy import BoundTenant
-from crm.records import configuration
+from crm.records import configuration, notifications, preferences
 from crm.records import services as record_services
 from crm.records.entity import entity
 from crm.records.import_jobs import ImportJob
@@ -55,12 +55,16 @@ PUBLIC_ROUTES: dict[str, str] = {
 PATH_PARAM_KINDS = {"user_id": "user", "department_id": "department", "key": "role", "client_id": "client",
                     "invitation_id": "invitation", "token_id": "personal_token", "field_id": "custom_field",
                     "item_id": "dictionary_item", "kind": "dictionary_kind",
-                    "job_id": "import_job"}
+                    "job_id": "import_job",
+                    "notification_id": "notification"}
 #: Kinds whose values are the platform's vocabulary, the same in every tenant (a dictionary's kind): a
 #: route aimed only at them is no record of anyone's, and answers alike on every tenant.
 SHARED_KINDS = frozenset({"dictionary_kind"})
 #: Parameters whose meaning depends on the route.
-ENDPOINT_PARAM_KINDS = {("staff.reset", "token"): "reset_token", ("staff.accept", "token"): "invite_token"}
+ENDPOINT_PARAM_KINDS = {("staff.reset", "token"): "reset_token", ("staff.accept", "token"): "invite_token",
+                        ("calendar.feed", "token"): "calendar_token"}
+#: API routes about the calling person (their bell): a machine client's token gets an empty answer.
+PERSONAL_API_PREFIXES = ("/api/v1/notifications",)
 #: JSON / query fields holding ids, by name; other UUID fields get a random id.
 UUID_FIELD_KINDS = {"department_id": "department", "parent_id": "department", "user_id": "user",
                     "before": "audit"}
@@ -170,7 +174,8 @@ class Values:
                     "token": new_secret(32), "reset_token": new_secret(), "invite_token": new_secret(),
                     "invitation": str(uuid7()), "personal_token": str(uuid7()), "custom_field": str(uuid7()),
                     "dictionary_item": str(uuid7()), "dictionary_kind": "industry",
-                    "import_job": str(uuid7())})
+                    "import_job": str(uuid7()),
+                    "notification": str(uuid7()), "calendar_token": new_secret(32)})
 
     def normalise(self, text: str) -> str:
         for kind, value in self.slots.items():
@@ -296,6 +301,9 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
                         result={"total": 1, "imported": 1, "skipped": 0, "errors": []})
         s.add(job)
         s.flush()
+        note = notifications.notify(s, admin_id, "general", f"{word} notification 通知")
+        assert note is not None
+        calendar_token = preferences.new_calendar_token(s, admin_id)
         audit_ids = [str(e.id) for e in s.scalars(select(AuditEntry))]
         role_ids = [str(r.id) for r in s.scalars(select(Role))]
         emails = [u.email for u in s.scalars(select(User))]
@@ -305,13 +313,14 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
                      "reset_token": issued[1].secret, "invite_token": invite.secret,
                      "invitation": str(invitation.id), "personal_token": str(personal.token.id),
                      "custom_field": str(field.id), "dictionary_item": str(item.id), "dictionary_kind": "industry",
-                     "import_job": str(job.id)})
+                     "import_job": str(job.id),
+                     "notification": str(note.id), "calendar_token": calendar_token})
     private = {personal.token.name, personal.token.prefix, f"{word}.csv", *record_names,
                *(v for k, v in values.slots.items() if k not in SHARED_KINDS), str(admin_id), str(parent.id),
                str(users[1].id), str(invitation.id),
                *audit_ids, *role_ids, *emails, *names, f"invitee@{slug}.test", *departments, role[1],
                str(tenant.id), tenant.id.hex, f"{word} Rating", f"{word} Mining",
-               f"{word.upper()}-{{seq:05}}"}
+               f"{word.upper()}-{{seq:05}}", f"{word} notification 通知"}
     return Seeded(slug, tenant, values, new.client.client_id, new.secret, token, private,
                   public={name, word, slug}, personal_token=personal.secret)
 

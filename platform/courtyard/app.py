@@ -43,9 +43,11 @@ from core.settings import Settings, project_root
 from core.storage import storage_from_settings
 from courtyard.runtime import make_redis
 from crm.accounts import views as crm_accounts
+from crm.activities import views as calendar_views
 from crm.records import api as crm_api
 from crm.records import api_config as crm_config_api
 from crm.records import api_io as records_io_api
+from crm.records import notifications_api, notifications_views
 from crm.records import views as crm_views
 from crm.records import views_config as crm_config_views
 from crm.records import views_import as records_io_pages
@@ -153,6 +155,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None, connection: 
     crm_api.register(api)
     crm_config_api.register(api)
     records_io_api.register(api)
+    calendar_views.register(app)
+    notifications_views.register(app)
+    notifications_api.register(api)
     _register_error_handlers(app)
     _register_template_helpers(app)
     return app

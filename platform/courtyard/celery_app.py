@@ -15,7 +15,7 @@ from core.storage import storage_from_settings
 from core.tasks import RELAY_AFTER_S, TaskRuntime, configure_tasks
 from courtyard.runtime import celery_redis_url, check_redis_memory_policy, make_redis
 
-TASK_MODULES = ["core.tasks", "tenants.tasks", "crm.records.import_jobs"]
+TASK_MODULES = ["core.tasks", "tenants.tasks", "crm.records.import_jobs", "crm.activities.tasks"]
 
 
 def make_celery(settings: Settings, *, eager: bool = False) -> Celery:
@@ -46,6 +46,9 @@ def make_celery(settings: Settings, *, eager: bool = False) -> Celery:
             "purge-expired-tokens": {"task": "tenants.purge_expired_tokens", "schedule": 3600.0},
             # Tasks whose hand-over to the broker failed after their commit (crash, broker outage).
             "relay-task-outbox": {"task": "core.relay_outbox", "schedule": float(RELAY_AFTER_S)},
+            # Task reminders; a run finds every reminder due and unsent, so one missed while beat was
+            # down goes out at the first run after it comes back.
+            "send-due-reminders": {"task": "crm.send_due_reminders", "schedule": 60.0},
         },
     )
     app.set_default()

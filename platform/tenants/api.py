@@ -357,3 +357,9 @@ etag = _etag
 expected_version = _expected_version
 authenticate_first = _authenticate_first
 quota_headers = _quota_headers
+
+
+def guard(blueprint: Blueprint) -> None:
+    """Give another domain's API blueprint this one's checks: the caller first, the quota, unusable input."""
+    blueprint.before_request(_authenticate_first)
+    blueprint.after_request(_quota_headers)

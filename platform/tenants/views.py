@@ -740,6 +740,7 @@ VENDOR_PACKAGES = {
     "htmx.org": "htmx.org/dist",
     "tom-select": "tom-select/dist",
     "fullcalendar": "fullcalendar",
+    "fullcalendar-locales": "@fullcalendar/core/locales",
     "swagger-ui-dist": "swagger-ui-dist",
 }
 

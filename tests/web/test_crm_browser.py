@@ -119,7 +119,8 @@ def test_an_import_with_a_bad_row_reports_its_line_and_imports_nothing(live_port
     base = f"http://{slug}.localhost:{live_port}"
     sign_in(page, base, slug)
     page.goto(f"{base}/customers/import")
-    csv = "客户名称,联系电话,所在地区\n杭州新锐科技有限公司,0571-88886666,浙江\n坏数据公司,电话号码,火星\n".encode("gb18030")
+    csv = ("客户名称,联系电话,所在地区\n杭州新锐科技有限公司,0571-88886666,浙江\n"
+           "坏数据公司,电话号码,火星\n").encode("gb18030")
     page.set_input_files("#import-file", files=[{"name": "客户.csv", "mimeType": "text/csv", "buffer": csv}])
     page.click("#import-upload button")
     page.wait_for_selector("#import-mapping")

@@ -60,6 +60,9 @@ class Task(Record, TenantBase):
     recurrence: Mapped[str | None] = mapped_column(String(8))  # daily | weekly | monthly | yearly
     recurrence_interval: Mapped[int] = mapped_column(default=1, server_default="1")
     recurrence_until: Mapped[dt.date | None]
+    #: The occurrence of a repeating task this one follows; unique, so completing an occurrence creates
+    #: its successor once, however many times (or how concurrently) it is completed.
+    previous_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenant.tasks.id", ondelete="SET NULL"))
     customer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenant.customers.id", ondelete="SET NULL"))
     contact_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenant.contacts.id", ondelete="SET NULL"))
     related_entity: Mapped[str | None] = mapped_column(String(40))
@@ -72,6 +75,8 @@ class Task(Record, TenantBase):
         Index("ix_tasks_related", "related_entity", "related_id"),
         Index("ix_tasks_owner_due", "owner_id", "status", "due_at"),
         Index("ix_tasks_reminder_at", "reminder_at", postgresql_where=text("reminded_at IS NULL AND status = 'open'")),
+        Index("uq_tasks_previous_id", "previous_id", unique=True),
+        Index("ix_tasks_due_at", "due_at", "id", postgresql_where=text("deleted_at IS NULL")),
     )
 
 

@@ -53,6 +53,28 @@ def register_link(model: type[Any], entity_attr: str = "related_entity", id_attr
     LINKS.append(Link(model, entity_attr, id_attr))
 
 
+#: An entity's own rules on every create and update, whichever way the change comes (page, API, import):
+#: called with the record already changed and, on update, the changed fields' previous values (None on
+#: create). A rule raises ValidationFailed, or returns further changes by field key (a task's reminder
+#: moving with its due time), which are applied and audited with the rest.
+Rule = Callable[[Session, Viewer, Any, Mapping[str, Any] | None], Mapping[str, Any]]
+RULES: dict[str, list[Rule]] = {}
+
+
+def register_rule(entity_key: str, rule: Rule) -> None:
+    RULES.setdefault(entity_key, []).append(rule)
+
+
+def _run_rules(session: Session, viewer: Viewer, ent: Entity, record: Any, fields: Mapping[str, Field],
+               old: Mapping[str, Any] | None, before: dict[str, Any], after: dict[str, Any]) -> None:
+    for rule in RULES.get(ent.key, ()):
+        extra = rule(session, viewer, record, old)
+        if extra:
+            more_before, more_after = _apply(record, fields, extra)
+            before.update({k: v for k, v in more_before.items() if k not in before})
+            after.update(more_after)
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -350,6 +372,7 @@ def create(session: Session, viewer: Viewer, ent: Entity, data: Mapping[str, Any
     _, after = _apply(record, fields, {k: v for k, v in changes.items() if k != "owner_id"})
     record.owner_id = owner
     record.department_id = _owner_department(session, owner)
+    _run_rules(session, viewer, ent, record, fields, None, {}, after)
     record.number = number or next_number(session, ent)
     record.created_by = record.updated_by = viewer.user_id
     reindex(session, ent, record)
@@ -388,9 +411,11 @@ def update(session: Session, viewer: Viewer, ent: Entity, record_id: uuid.UUID |
                 raise ValidationFailed(_l("A record always has an owner."),
                                        field_errors={"owner_id": [_l("Required.")]})
             transfer(session, viewer, ent, [record.id], new_owner)
+    old = {key: value(record, fields[key]) for key in changes}
     before, after = _apply(record, fields, changes)
     if not after:
         return record
+    _run_rules(session, viewer, ent, record, fields, old, before, after)
     record.updated_by = viewer.user_id
     record.updated_at = utcnow()
     reindex(session, ent, record)
