@@ -33,7 +33,7 @@ from tests.browser import VIEWPORTS, WAIT_MS, launch
 from tests.conftest import PASSWORD, unique_slug
 
 #: Blueprints whose GET routes are staff pages (the CRM's join this list when they land).
-SWEPT_BLUEPRINTS = ("staff", "crm", "config", "records_io_pages")
+SWEPT_BLUEPRINTS = ("staff", "crm", "config", "records_io_pages", "calendar", "notifications")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,9 @@ NOT_PAGES: dict[str, str] = {
        for e in ("customers", "contacts", "activities", "tasks")},
     **{f"crm.{e}_duplicates": "an htmx fragment inside the form (the form itself is swept)"
        for e in ("customers", "contacts", "activities", "tasks")},
+    "calendar.events": "JSON for the calendar page's FullCalendar (the page itself is swept)",
+    "calendar.feed": "an iCalendar file for Outlook or a phone; tests/crm/test_tasks_calendar.py covers it",
+    "notifications.bell": "an htmx fragment of the top bar (every page loads it, so the sweep sees it)",
     "config.number_preview": "JSON for the numbering page's live preview (the page itself is swept)",
     **{f"records_io_pages.{e}_export": "a file download, not a page; tests/crm/test_import_export.py covers it"
        for e in ("customers", "contacts", "activities", "tasks")},
