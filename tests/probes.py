@@ -11,12 +11,13 @@ and fails (never skips) on a route it cannot aim until this module is taught abo
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from marshmallow import Schema, validate
 from marshmallow import fields as mf
@@ -28,10 +29,13 @@ from core.permissions import all_names
 from core.security import new_secret
 from core.sessions import COOKIE_NAME, PREFIXED_COOKIE_NAME
 from core.tenancy import BoundTenant
+from crm.records import attachments as crm_attachments
 from crm.records import configuration, notifications, preferences
-from crm.records import services as record_services
-from crm.records.entity import entity
+from crm.records import services as crm_services
+from crm.records.entity import Entity, entities, find_entity
+from crm.records.fields import FieldType
 from crm.records.import_jobs import ImportJob
+from crm.records.models import RecordShare, SavedView
 from crm.records.scope import viewer_for
 from tenants import services
 from tenants.context import CSRF_COOKIE_NAME, PREFIXED_CSRF_COOKIE_NAME
@@ -93,7 +97,28 @@ class Probe:
         return f"{self.method} {self.rule.rule} [{self.variant}]"
 
 
+#: The CRM's generated routes (crm_api.<entity>_<name>, crm.<entity>_<name>): a path parameter names a
+#: record of the endpoint's entity, or what hangs off it (kind "<entity>" + suffix).
+CRM_BLUEPRINTS = frozenset({"crm", "crm_api"})
+CRM_PARAM_SUFFIXES = {"record_id": "", "share_id": ".share", "file_id": ".file", "view_id": ".view"}
+#: Per entity, the kinds seed() fills: a live record, a second one (merge), one in the recycle bin,
+#: a share, an attachment, a saved view; the live record's title (searched for) and ETag.
+CRM_KIND_SUFFIXES = ("", ".other", ".deleted", ".share", ".file", ".view", ".name", ".etag")
+
+
+def crm_entity(endpoint: str) -> Entity | None:
+    """The CRM entity a generated endpoint belongs to (the longest entity key it starts with)."""
+    blueprint, _, name = endpoint.partition(".")
+    if blueprint not in CRM_BLUEPRINTS:
+        return None
+    keys = [e.key for e in entities() if name.startswith(e.key + "_")]
+    return find_entity(max(keys, key=len)) if keys else None
+
+
 def path_kind(rule: Rule, name: str) -> str | None:
+    ent = crm_entity(rule.endpoint)
+    if ent is not None and name in CRM_PARAM_SUFFIXES:
+        return ent.key + CRM_PARAM_SUFFIXES[name]
     return ENDPOINT_PARAM_KINDS.get((rule.endpoint, name)) or PATH_PARAM_KINDS.get(name)
 
 
@@ -169,17 +194,23 @@ class Values:
 
     @classmethod
     def unknown(cls) -> Values:
+        crm = {}
+        for ent in entities():
+            crm |= {ent.key + suffix: str(uuid7()) for suffix in CRM_KIND_SUFFIXES}
+            crm |= {f"{ent.key}.name": "Nowhere " + new_secret(6), f"{ent.key}.etag": 'W/"1"'}
         return cls({"user": str(uuid7()), "department": str(uuid7()), "audit": str(uuid7()),
                     "role": "no_such_role", "client": "cy_" + new_secret(12), "client_secret": new_secret(32),
                     "token": new_secret(32), "reset_token": new_secret(), "invite_token": new_secret(),
                     "invitation": str(uuid7()), "personal_token": str(uuid7()), "custom_field": str(uuid7()),
                     "dictionary_item": str(uuid7()), "dictionary_kind": "industry",
                     "import_job": str(uuid7()),
-                    "notification": str(uuid7()), "calendar_token": new_secret(32)})
+                    "notification": str(uuid7()), "calendar_token": new_secret(32), **crm})
 
     def normalise(self, text: str) -> str:
         for kind, value in self.slots.items():
-            text = text.replace(value, f"<{kind}>").replace(quote(value, safe=""), f"<{kind}>")
+            # As is, URL-encoded, and a query's form of it encoded again (a sign-in link's ``next``).
+            for form in (value, quote(value, safe=""), quote(quote_plus(value), safe="")):
+                text = text.replace(form, f"<{kind}>")
         return text
 
 
@@ -228,6 +259,88 @@ def _field_value(name: str, fld: mf.Field, values: Values, n: int) -> Any:
     raise LookupError(msg)
 
 
+def crm_value(ent: Entity, key: str, n: int) -> Any:
+    """A valid value for one of the entity's own fields (text, a choice, a date or time)."""
+    f = ent.field(key)
+    assert f is not None, key
+    if f.choices:
+        return f.choices[0].value
+    if f.type == FieldType.DATETIME:
+        return "2026-01-05T09:30:00+00:00"
+    if f.type == FieldType.DATE:
+        return "2026-01-05"
+    return f"Probe 探针 {n}"
+
+
+def crm_record_body(ent: Entity, values: Values, n: int) -> dict[str, Any]:
+    """A valid new record of ``ent``: its required fields, and the customer / contact it is about."""
+    body: dict[str, Any] = {}
+    for f in ent.fields:
+        if f.readonly:
+            continue
+        if f.type == FieldType.REF and f.key in ("customer_id", "contact_id") and f.target in values.slots:
+            body[f.key] = values[f.target]
+        elif f.required:
+            body[f.key] = crm_value(ent, f.key, n)
+    return body
+
+
+def crm_route_name(ent: Entity, endpoint: str) -> str:
+    """``customers_item`` → ``item``: the generated route's name within its entity's family."""
+    return endpoint.partition(".")[2][len(ent.key) + 1:]
+
+
+def crm_api_arguments(ent: Entity, probe: Probe, values: Values, n: int, headers: dict[str, str]) -> dict[str, Any]:
+    """A valid call of a generated CRM API route (they take bodies the schemas only document)."""
+    name, key = crm_route_name(ent, probe.rule.endpoint), ent.key
+    if probe.method == "GET":
+        # Lists search for the seeded record by its title: a list, a count and a search in one.
+        return {"query_string": {"q": values[f"{key}.name"]}} if name == "collection" else {}
+    if name == "collection":
+        return {"json": crm_record_body(ent, values, n)}
+    if name == "item" and probe.method == "PATCH":
+        headers["If-Match"] = values[f"{key}.etag"]
+        return {"json": {ent.title_field: f"Probe 探针 {n}"}}
+    if name == "bulk":
+        return {"json": {"action": "tag", "ids": [values[key]], "tags": ["probe"]}}
+    if name == "merge":
+        return {"json": {"keep": values[key], "drop": values[f"{key}.other"]}}
+    if name == "shares":
+        return {"json": {"user_id": values["user"], "access": "read"}}
+    return {}
+
+
+def crm_page_form(ent: Entity, probe: Probe, values: Values, n: int) -> dict[str, Any]:
+    """What a generated CRM form post sends besides the generic fields: a valid record, the records a
+    bulk action, merge or transfer names, a saved view's parameters, a file."""
+    name, key = crm_route_name(ent, probe.rule.endpoint), ent.key
+    form: dict[str, Any] = {k: str(v) for k, v in crm_record_body(ent, values, n).items()}
+    form |= {"ids": [values[key]], "other": values[f"{key}.other"], "take": ["tags"], "owner_id": values["user"],
+             "version": re.sub(r"\D", "", values[f"{key}.etag"]), "tags": "probe", "access": "read",
+             "p:q": "probe"}
+    if name == "upload":
+        form["file"] = (ProbeFile(b"probe file\n"), "probe.txt")
+    return form
+
+
+class ProbeFile(io.BytesIO):
+    """An uploaded file that can be sent again (the test client closes what it sends)."""
+
+    def __init__(self, content: bytes) -> None:
+        super().__init__(content)
+        self.content = content
+
+
+def fresh_files(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with each ProbeFile of its form replaced by a new one, unread and open."""
+    data = kwargs.get("data")
+    if not isinstance(data, dict) or not any(isinstance(v, tuple) and isinstance(v[0], ProbeFile)
+                                             for v in data.values()):
+        return kwargs
+    return {**kwargs, "data": {k: (ProbeFile(v[0].content), *v[1:]) if isinstance(v, tuple) and isinstance(
+        v[0], ProbeFile) else v for k, v in data.items()}}
+
+
 def fill_path(rule: Rule, values: Values, raw: dict[str, str] | None = None) -> str:
     """The rule's path aimed at ``values``; ``raw`` gives some parameters as-is (already URL-encoded)."""
 
@@ -260,8 +373,47 @@ class Seeded:
     personal_token: str = ""
 
 
+def crm_entities_in_order() -> list[Entity]:
+    """Every entity, the ones others refer to (customers, then contacts) first."""
+    return sorted(entities(), key=lambda e: (e.key != "customers", e.key != "contacts"))
+
+
+def seed_crm(s, actor, app, word: str, owner_id, share_with) -> tuple[dict[str, str], set[str]]:
+    """For each CRM entity: a live record (about the customer and contact), a second one, one in the
+    recycle bin, a share of the live one, an attachment on it (through the app's storage) and a saved
+    view; their ids and names as Values slots, and the markers that only this tenant may see."""
+    rt = app.extensions["courtyard"]
+    v = viewer_for(s, actor)
+    slots: dict[str, str] = {}
+    private: set[str] = set()
+    for ent in crm_entities_in_order():
+        key = ent.key
+        rows = {}
+        for suffix, title in (("", "甲"), (".other", "乙"), (".deleted", "丙")):
+            body = crm_record_body(ent, Values(slots), 0)
+            body[ent.title_field] = f"{word} {ent.label_en} {title}"
+            rows[suffix] = crm_services.create(s, v, ent, body)
+            slots[key + suffix] = str(rows[suffix].id)
+            private |= {str(rows[suffix].id), body[ent.title_field]}
+        crm_services.delete_records(s, v, ent, [rows[".deleted"].id])
+        live = rows[""]
+        crm_services.share(s, v, ent, live.id, user_id=share_with)
+        share_id = s.scalar(select(RecordShare.id).where(RecordShare.entity == key, RecordShare.record_id == live.id))
+        filename, content = f"{word}-{key}-notes.txt", f"{word} {key} file 文件\n"
+        file = crm_attachments.upload(s, v, ent, live, io.BytesIO(content.encode()), filename=filename,
+                                      declared_type="text/plain", storage=rt.storage, settings=rt.settings)
+        view = SavedView(entity=key, name=f"{word} {key} view 视图", owner_id=owner_id, shared=False,
+                         spec={"params": [["sort", "-updated_at"]]})
+        s.add(view)
+        s.flush()
+        slots |= {f"{key}.share": str(share_id), f"{key}.file": str(file.id), f"{key}.view": str(view.id),
+                  f"{key}.name": f"{word} {ent.label_en} 甲", f"{key}.etag": f'W/"{live.version}"'}
+        private |= {str(share_id), str(file.id), str(view.id), filename, content.strip(), view.name}
+    return slots, private
+
+
 def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], departments: tuple[str, str],
-         role: tuple[str, str]) -> Seeded:
+         role: tuple[str, str], app) -> Seeded:
     tenant, admin_id = provision(db, slug, name=name)
     with db.transaction(tenant) as s:
         admin = services.get_user(s, admin_id)
@@ -274,6 +426,7 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
         users = [services.create_user(s, actor, email=email, name=person, role=role[0], department_id=child.id)
                  for email, person in people]
         services.update_user(s, actor, users[1].id, name=people[1][1] + " II", locale="zh")
+        crm_slots, crm_private = seed_crm(s, actor, app, word, admin_id, users[0].id)
         invitation, invite = services.invite(s, actor, email=f"invitee@{slug}.test", role="sales",
                                              name=f"{word} Invitee")
         issued = services.request_password_reset(s, people[0][0])
@@ -286,16 +439,6 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
         item = configuration.add_item(s, actor, "industry", {"label_en": f"{word} Mining",
                                                              "label_zh": f"{word} 采矿"})
         configuration.set_format(s, actor, "customers", f"{word.upper()}-{{seq:05}}")
-        # One record of each CRM entity, so that every list and export has something of this tenant.
-        viewer = viewer_for(s, actor)
-        records = [(entity("customers"), {"name": f"{word} Customer 客户"}),
-                   (entity("activities"), {"subject": f"{word} Call 电话", "kind": "call",
-                                           "occurred_at": "2026-12-01T09:00:00"}),
-                   (entity("tasks"), {"title": f"{word} Task 任务"})]
-        made = [record_services.create(s, viewer, ent, data) for ent, data in records]
-        record_services.create(s, viewer, entity("contacts"), {"name": f"{word} Contact 联系人",
-                                                               "customer_id": str(made[0].id)})
-        record_names = [f"{word} Customer 客户", f"{word} Call 电话", f"{word} Task 任务", f"{word} Contact 联系人"]
         # An import job of the workspace's API client (the token's own; the admin has none).
         job = ImportJob(entity="customers", filename=f"{word}.csv", size=9, data=b"name\nProbe", status="done",
                         result={"total": 1, "imported": 1, "skipped": 0, "errors": []})
@@ -314,13 +457,15 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
                      "invitation": str(invitation.id), "personal_token": str(personal.token.id),
                      "custom_field": str(field.id), "dictionary_item": str(item.id), "dictionary_kind": "industry",
                      "import_job": str(job.id),
-                     "notification": str(note.id), "calendar_token": calendar_token})
-    private = {personal.token.name, personal.token.prefix, f"{word}.csv", *record_names,
+                     "notification": str(note.id), "calendar_token": calendar_token, **crm_slots})
+    private = {personal.token.name, personal.token.prefix, f"{word}.csv",
                *(v for k, v in values.slots.items() if k not in SHARED_KINDS), str(admin_id), str(parent.id),
                str(users[1].id), str(invitation.id),
                *audit_ids, *role_ids, *emails, *names, f"invitee@{slug}.test", *departments, role[1],
                str(tenant.id), tenant.id.hex, f"{word} Rating", f"{word} Mining",
-               f"{word.upper()}-{{seq:05}}", f"{word} notification 通知"}
+               f"{word.upper()}-{{seq:05}}", f"{word} notification 通知", *crm_private}
+    # ETags are version numbers, the same in every tenant: not a marker.
+    private -= {v for k, v in values.slots.items() if k.endswith(".etag")}
     return Seeded(slug, tenant, values, new.client.client_id, new.secret, token, private,
                   public={name, word, slug}, personal_token=personal.secret)
 
@@ -410,6 +555,8 @@ class Caller:
                     kwargs["query_string"] = {k: str(v).lower() if isinstance(v, bool) else v for k, v in data.items()}
                 else:
                     kwargs["json"] = data
+            if (ent := crm_entity(probe.rule.endpoint)) is not None:
+                kwargs |= crm_api_arguments(ent, probe, values, n, headers)
         elif probe.area == "oauth":
             style, whose = probe.variant
             client_id, secret = (values["client"], values["client_secret"]) if whose == "slot" else self.own_client
@@ -423,6 +570,13 @@ class Caller:
             kwargs["data"] = form
         elif probe.method == "GET":
             kwargs["query_string"] = {"before": values["audit"], "q": "a", "next": "/home"}
+            if (ent := crm_entity(probe.rule.endpoint)) is not None:
+                # A CRM list reads every parameter as a filter: only the search for the seeded record.
+                kwargs["query_string"] = {"q": values[f"{ent.key}.name"]}
+                if crm_route_name(ent, probe.rule.endpoint) == "merge":
+                    kwargs["query_string"]["other"] = values[f"{ent.key}.other"]
+            elif probe.rule.endpoint == "crm.search":
+                kwargs["query_string"] = {"q": values["customers.name"]}
         else:
             form = {"id": values["department"], "parent_id": values["department"],
                     "department_id": values["department"], "user_id": values["user"], "role": values["role"],
@@ -432,6 +586,10 @@ class Caller:
                     "current_password": "not " + PASSWORD, "new_password": PASSWORD + "!",
                     "permissions": ["users.read"],
                     "scopes": ["users.read"], "locale": "en", "next": "/home"}
+            if (ent := crm_entity(probe.rule.endpoint)) is not None:
+                form |= crm_page_form(ent, probe, values, n)
+                if crm_route_name(ent, probe.rule.endpoint) in ("share", "bulk"):
+                    del form["department_id"]  # a share names one user or one department
             if probe.variant:
                 form["action"] = probe.variant
             if self.csrf:

@@ -39,6 +39,16 @@ the keys looked up. The routes are enumerated at collection time from an app bui
 so a new route is a new test case by itself; one the planner cannot aim fails (it never skips) until
 tests/probes.py is taught about it.
 
+The CRM's per-entity routes are generated from one code path (crm.records.api._register for
+/api/v1/<entity>/…, crm.records.views._ROUTES for the pages), so one family, :data:`FULL_FAMILY`
+(customers), gets every hostile variant above, and each other entity's generated route (one whose view
+runs the very same code as its customers twin, checked by :func:`generated_twin`) gets a small
+representative set: the valid request (with the token and the session on the API), the prefix checks,
+each path parameter as a malformed id, an unknown id and 200 kB, and every body, form or query field
+200 kB at once. A route of an entity that runs code of its own has no twin and is swept in full;
+test_every_route_is_swept_in_full_or_is_a_generated_copy_of_one_that_is fails on a route that is
+neither. (tests/tenants/test_isolation.py still probes every route of every entity.)
+
 Passwords are hashed with argon2's cheapest parameters here: sign-in, reset, invitation and sign-up
 posts each hash or verify one, hundreds of times.
 """
@@ -46,6 +56,7 @@ posts each hash or verify one, hundreds of times.
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import json
 import re
@@ -62,8 +73,10 @@ from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.routing import Rule
 
 from core import security
+from core.db import Database
 from core.sessions import COOKIE_NAME, PREFIXED_COOKIE_NAME
 from core.settings import Settings
+from core.tasks import TaskRuntime, configure_tasks, task_runtime
 from courtyard.app import create_app
 from tenants.context import CSRF_COOKIE_NAME
 from tests.conftest import host
@@ -78,8 +91,11 @@ from tests.probes import (
     api_arguments,
     cookie_header,
     cookie_value,
+    crm_entity,
+    crm_route_name,
     csrf_in,
     fill_path,
+    fresh_files,
     open_session,
     path_kind,
     plan,
@@ -146,6 +162,11 @@ ERROR_KEYS = {"status", "code", "message"}
 SAFETY_NET_CODE = "invalid_value"
 
 
+#: The one family of the CRM's generated routes swept with every hostile variant.
+FULL_FAMILY = "customers"
+#: What the other generated families get instead (see the module's docstring).
+LIGHT_PATH_VALUES = ("malformed UUID", "nil UUID")
+
 # --------------------------------------------------------------------------- the inventory, at collection
 
 
@@ -161,6 +182,35 @@ def swept(app: Any) -> list[tuple[str, str]]:
     """Every (rule, method) of the URL map this suite sweeps."""
     return sorted((r.rule, m) for r in app.url_map.iter_rules() if r.endpoint not in NOT_SWEPT
                   for m in r.methods - SKIPPED_METHODS)
+
+
+def _code(view: Any) -> tuple[Any, ...]:
+    """What a view runs: its methods' code (a MethodView), or its code and the functions it closes over."""
+    cls = getattr(view, "view_class", None)
+    if cls is not None:
+        return tuple(sorted((m, getattr(cls, m.lower()).__code__) for m in cls.methods))
+    inner = inspect.unwrap(view)
+    cells = tuple(c.cell_contents for c in inner.__closure__ or () if not isinstance(c.cell_contents, str))
+    return inner.__code__, cells
+
+
+def generated_twin(app: Any, rule: Rule) -> Rule | None:
+    """The FULL_FAMILY route that ``rule`` is a generated copy of (the same path with the entity's key
+    swapped, the same methods, a view running the same code), or None: ``rule`` is swept in full."""
+    ent = crm_entity(rule.endpoint)
+    if ent is None or ent.key == FULL_FAMILY:
+        return None
+    blueprint = rule.endpoint.partition(".")[0]
+    endpoint = f"{blueprint}.{FULL_FAMILY}_{crm_route_name(ent, rule.endpoint)}"
+    twins = [r for r in app.url_map.iter_rules() if r.endpoint == endpoint]
+    if len(twins) != 1:
+        return None
+    twin = twins[0]
+    if twin.methods != rule.methods or twin.rule != rule.rule.replace(f"/{ent.key}", f"/{FULL_FAMILY}", 1):
+        return None
+    if _code(app.view_functions[rule.endpoint]) != _code(app.view_functions[twin.endpoint]):
+        return None
+    return twin
 
 
 ROUTES = swept(_collection_app())
@@ -348,7 +398,7 @@ class Sweep:
         where = f"{shot.method} {shot.path[:120]} [{shot.label}]"
         try:
             response = self.app.test_client(use_cookies=False).open(
-                shot.path, method=shot.method, headers=shot.headers, **shot.kwargs)
+                shot.path, method=shot.method, headers=shot.headers, **fresh_files(shot.kwargs))
             self.failures.extend(f"{where}: {problem}" for problem in self.problems(shot, response))
         except Exception as exc:  # an exception escaping the app is a finding, not the end of the sweep
             self.failures.append(f"{where}: raised {exc!r}"[:600])
@@ -599,8 +649,39 @@ def prefix_shots(sweep: Sweep, rule: Rule, method: str, who: str) -> Iterator[Sh
                    kwargs, expect=404)
 
 
+def sweep_light(sweep: Sweep, rule: Rule, method: str) -> None:
+    """A generated copy of a fully swept route: the representative shots of the module's docstring."""
+    area = area_of(rule)
+    for who in ("token", "session") if area == "api" else ("session",):
+        path, headers, kwargs = sweep.base(who, Probe(rule, method, area))
+        sweep.fire(Shot(f"the valid request ({who})", path, method, headers, kwargs))
+    for shot in prefix_shots(sweep, rule, method, who):
+        sweep.fire(shot)
+    query = query_pairs(kwargs)
+    rest = {k: v for k, v in kwargs.items() if k != "query_string"}
+    for name in sorted(rule.arguments):
+        for label, value in [*((v, PATH_VALUES[v]) for v in LIGHT_PATH_VALUES), ("200 kB", HUGE)]:
+            sweep.fire(Shot(f"path <{name}> {label}", with_query(aim(sweep.app, rule, sweep.acme.values, {name: value}),
+                                                                  encoded(query)), method, headers, rest))
+    names = {k for k, _ in query} or set(GENERIC_QUERY)
+    sweep.fire(Shot("every query parameter 200 kB", with_query(path, encoded(dict.fromkeys(sorted(names), HUGE))),
+                    method, headers, rest))
+    body = {k: v for k, v in rest.items() if k not in ("json", "data", "content_type")}
+    if isinstance(kwargs.get("json"), dict) and kwargs["json"]:
+        sweep.fire(Shot("every field 200 kB", with_query(path, encoded(query)), method, headers,
+                        {**body, "json": dict.fromkeys(kwargs["json"], HUGE)}))
+    elif isinstance(kwargs.get("data"), dict):
+        form = kwargs["data"]
+        pairs = [(k, v if k == "csrf_token" else HUGE) for k, v in form_pairs(form)]
+        sweep.fire(Shot("every form field 200 kB", path, method, headers,
+                        {**body, "data": encoded(pairs), "content_type": "application/x-www-form-urlencoded"}))
+
+
 def sweep_route(sweep: Sweep, rule: Rule, method: str) -> None:
     area = area_of(rule)
+    if generated_twin(sweep.app, rule) is not None:
+        sweep_light(sweep, rule, method)
+        return
     public_site = rule.endpoint.split(".", 1)[0] == PUBLIC_SITE_BLUEPRINT
     who = {"api": "token", "oauth": "client"}.get(area, "public" if public_site else "session")
     for shot in prefix_shots(sweep, rule, method, who):
@@ -707,20 +788,61 @@ def sweep_form(sweep: Sweep, rule: Rule, method: str, who: str, variants: list[A
 # --------------------------------------------------------------------------- the tests
 
 
-@pytest.fixture
-def fast_passwords(monkeypatch):
-    """argon2 at its cheapest for this module: hundreds of sign-in, reset and sign-up posts hash or verify."""
+def _cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     monkeypatch.setattr(security, "_hasher", hasher)
     monkeypatch.setattr(security, "_DUMMY_HASH", hasher.hash("courtyard-dummy-password"))
 
 
 @pytest.fixture
-def acme(db, fast_passwords) -> Seeded:
-    return seed(db, "acme", "Acme 艾克米", word="Acme",
-                people=[("wile.coyote@acme.test", "Wile E. Coyote 威利"),
-                        ("road.runner@acme.test", "Road Runner 哔哔")],
-                departments=("Skunkworks 臭鼬工厂", "Night Shift 夜班"), role=("skunk_ops", "Skunk Ops 臭鼬组"))
+def fast_passwords(monkeypatch):
+    """argon2 at its cheapest for this module: hundreds of sign-in, reset and sign-up posts hash or verify."""
+    _cheap_passwords(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def _module_connection(engine) -> Iterator[Any]:
+    conn = engine.connect()
+    outer = conn.begin()
+    yield conn
+    outer.rollback()
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def _seeded_acme(app, engine, settings, _module_connection) -> Seeded:
+    """acme, provisioned and seeded once per module and worker (a tenant and its CRM records take
+    seconds, the sweep has hundreds of cases) inside the module's transaction; each test runs in a
+    savepoint of it (:func:`connection`), rolled back afterwards."""
+    database = Database(engine, connection=_module_connection)
+    previous, previous_tasks = app.extensions["courtyard"].db, task_runtime()
+    app.extensions["courtyard"].db = database
+    configure_tasks(TaskRuntime(db=database, mailer=app.extensions["courtyard"].mailer, settings=settings))
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            _cheap_passwords(mp)  # a hash keeps its parameters: verifying it stays cheap too
+            seeded = seed(database, "acme", "Acme 艾克米", word="Acme",
+                          people=[("wile.coyote@acme.test", "Wile E. Coyote 威利"),
+                                  ("road.runner@acme.test", "Road Runner 哔哔")],
+                          departments=("Skunkworks 臭鼬工厂", "Night Shift 夜班"),
+                          role=("skunk_ops", "Skunk Ops 臭鼬组"), app=app)
+    finally:
+        app.extensions["courtyard"].db = previous
+        configure_tasks(previous_tasks)
+    return seeded
+
+
+@pytest.fixture
+def connection(_module_connection, _seeded_acme) -> Iterator[Any]:
+    """This module's tests share the seeded acme, each one in a savepoint of the module's transaction."""
+    savepoint = _module_connection.begin_nested()
+    yield _module_connection
+    savepoint.rollback()
+
+
+@pytest.fixture
+def acme(db, fast_passwords, _seeded_acme) -> Seeded:
+    return _seeded_acme
 
 
 def test_the_sweep_covers_every_rule_of_the_url_map(app):
@@ -729,6 +851,42 @@ def test_the_sweep_covers_every_rule_of_the_url_map(app):
     assert len(ROUTES) >= 35
     areas = {area_of(r) for r in app.url_map.iter_rules() if r.endpoint not in NOT_SWEPT}
     assert areas == {"api", "oauth", "page"}
+
+
+def test_every_route_is_swept_in_full_or_is_a_generated_copy_of_one_that_is(app):
+    rules = {(r.rule, m): r for r in app.url_map.iter_rules() for m in r.methods - SKIPPED_METHODS}
+    light = {}
+    for key in ROUTES:
+        twin = generated_twin(app, rules[key])
+        if twin is None:
+            continue  # swept in full
+        light[key] = twin
+        assert (twin.rule, key[1]) in ROUTES, f"{key}: its twin {twin.rule} is not swept"
+        assert generated_twin(app, twin) is None, f"{key}: its twin {twin.rule} is not swept in full"
+    # Each entity but the fully swept one is a generated family; the fully swept one is all there.
+    families = {crm_entity(rules[k].endpoint).key for k in light}
+    others = {e.key for r in rules.values() if (e := crm_entity(r.endpoint)) is not None} - {FULL_FAMILY}
+    assert others
+    assert families == others
+    full = {k for k in ROUTES if (e := crm_entity(rules[k].endpoint)) is not None and e.key == FULL_FAMILY}
+    assert {(t.rule, k[1]) for k, t in light.items()} == full, "a customers route no other family copies"
+
+
+def test_a_route_running_code_of_its_own_is_not_taken_for_a_generated_copy(app):
+    """The twin check looks at the code a view runs, not only its name."""
+    from flask import Flask
+
+    probe_app = Flask("probe")
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in ("crm.customers_list", "crm.contacts_list", "crm_api.customers_item",
+                             "crm_api.contacts_item"):
+            probe_app.add_url_rule(rule.rule, rule.endpoint, app.view_functions[rule.endpoint],
+                                   methods=sorted(rule.methods))
+    by_endpoint = {r.endpoint: r for r in probe_app.url_map.iter_rules()}
+    assert generated_twin(probe_app, by_endpoint["crm.contacts_list"]) is by_endpoint["crm.customers_list"]
+    assert generated_twin(probe_app, by_endpoint["crm_api.contacts_item"]) is by_endpoint["crm_api.customers_item"]
+    probe_app.view_functions["crm.contacts_list"] = lambda: "contacts of their own"
+    assert generated_twin(probe_app, by_endpoint["crm.contacts_list"]) is None
 
 
 def test_a_route_the_sweep_cannot_aim_fails_instead_of_being_skipped():
