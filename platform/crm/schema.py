@@ -11,10 +11,19 @@ from sqlalchemy.orm import Session
 
 from core.i18n import _l
 from crm.accounts import models as accounts_models
-from crm.records import archive_checks, definitions, seeds
+from crm.activities import models as activities_models
+from crm.activities import services as activities_services
+from crm.activities import timeline as activities_timeline
+from crm.records import archive_checks, attachments, definitions, import_jobs, preferences, seeds
+from crm.records import models as records_models
+from crm.records import permissions as records_permissions
 from tenants import services as tenant_services
 from tenants.archive import refuse as archive_refuse
 from tenants.archive import row_check
+
+#: Imported for what they register: tables, permissions, timeline sources, task rules, row checks.
+MODULES = (records_models, records_permissions, attachments, preferences, accounts_models, activities_models,
+           activities_services, activities_timeline, import_jobs)
 
 
 def seed_tenant(session: Session) -> None:

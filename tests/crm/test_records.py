@@ -168,3 +168,21 @@ def test_duplicates_merge_and_transfer(tsession, org):
     assert services.get(tsession, b, TASKS, task.id).owner_id == org.rep_b
     with pytest.raises(NotFound):
         services.get(tsession, a, CUSTOMERS, keep.id)
+
+
+def test_the_timeline_holds_activities_tasks_and_changes_newest_first(tsession, org):
+    from crm.activities.models import ACTIVITIES
+    from crm.records import history
+
+    a = as_user(tsession, org.rep_a)
+    customer = services.create(tsession, a, CUSTOMERS, {"name": "时间线客户"})
+    services.create(tsession, a, ACTIVITIES, {"kind": "call", "subject": "电话回访", "occurred_at": "2030-01-01T09:00",
+                                              "customer_id": str(customer.id)})
+    services.create(tsession, a, TASKS, {"title": "寄样品", "customer_id": str(customer.id)})
+    items = history.timeline(tsession, a, CUSTOMERS, customer)
+    assert {i.kind for i in items} == {"activity", "task", "change"}
+    assert items[0].title == "电话回访"  # dated in 2030: the newest
+    # Another rep sees the customer (shared) but not A's private activity and task.
+    services.share(tsession, a, CUSTOMERS, customer.id, user_id=org.rep_b)
+    b = as_user(tsession, org.rep_b)
+    assert {i.kind for i in history.timeline(tsession, b, CUSTOMERS, customer)} == {"change"}
