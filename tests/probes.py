@@ -60,7 +60,8 @@ PATH_PARAM_KINDS = {"user_id": "user", "department_id": "department", "key": "ro
                     "invitation_id": "invitation", "token_id": "personal_token", "field_id": "custom_field",
                     "item_id": "dictionary_item", "kind": "dictionary_kind",
                     "job_id": "import_job",
-                    "notification_id": "notification"}
+                    "notification_id": "notification",
+                    "relation_id": "relation"}
 #: Kinds whose values are the platform's vocabulary, the same in every tenant (a dictionary's kind): a
 #: route aimed only at them is no record of anyone's, and answers alike on every tenant.
 SHARED_KINDS = frozenset({"dictionary_kind"})
@@ -204,7 +205,7 @@ class Values:
                     "invitation": str(uuid7()), "personal_token": str(uuid7()), "custom_field": str(uuid7()),
                     "dictionary_item": str(uuid7()), "dictionary_kind": "industry",
                     "import_job": str(uuid7()),
-                    "notification": str(uuid7()), "calendar_token": new_secret(32), **crm})
+                    "notification": str(uuid7()), "calendar_token": new_secret(32), "relation": str(uuid7()), **crm})
 
     def normalise(self, text: str) -> str:
         for kind, value in self.slots.items():
@@ -457,7 +458,8 @@ def seed(db, slug: str, name: str, *, word: str, people: list[tuple[str, str]], 
                      "invitation": str(invitation.id), "personal_token": str(personal.token.id),
                      "custom_field": str(field.id), "dictionary_item": str(item.id), "dictionary_kind": "industry",
                      "import_job": str(job.id),
-                     "notification": str(note.id), "calendar_token": calendar_token, **crm_slots})
+                     "notification": str(note.id), "calendar_token": calendar_token,
+                     "relation": str(uuid7()), **crm_slots})
     private = {personal.token.name, personal.token.prefix, f"{word}.csv",
                *(v for k, v in values.slots.items() if k not in SHARED_KINDS), str(admin_id), str(parent.id),
                str(users[1].id), str(invitation.id),

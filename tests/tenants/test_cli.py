@@ -23,7 +23,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, text
 
 from core.db import Database, bind_tenant
-from core.permissions import Actor
+from core.permissions import Actor, default_grants
 from core.settings import project_root
 from courtyard.app import create_app
 from courtyard.cli import main
@@ -451,7 +451,7 @@ def test_users_token_prints_json_and_the_token_acts_as_the_user(cli, app, engine
     me = client.get("/api/v1/me", headers={"Host": f"{slug}.localhost", "Authorization": f"Bearer {out['token']}"})
     assert me.status_code == 200, me.get_data(as_text=True)
     assert (me.get_json()["kind"], me.get_json()["label"], me.get_json()["permissions"]) == (
-        "user", "rep@example.com", ["users.read"])
+        "user", "rep@example.com", sorted(["users.read", *default_grants("sales")]))
     elsewhere = client.get("/api/v1/me", headers={"Host": f"{other}.localhost",
                                                   "Authorization": f"Bearer {out['token']}"})
     assert elsewhere.status_code == 401

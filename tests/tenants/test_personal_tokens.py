@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from core.db import utcnow
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from core.permissions import Actor
+from core.permissions import Actor, default_grants
 from tenants import services
 from tenants.models import AuditEntry, PersonalToken, User
 from tests.conftest import PASSWORD, _csrf_from, csrf_of, host, sign_in
@@ -60,7 +60,7 @@ def test_a_token_acts_exactly_as_its_user(client, db, tenant) -> None:
     # The same permissions a signed-in session of that user gets.
     assert sign_in(client, "acme", "rep@acme.test").status_code == 302
     session_me = checked(client.get("/api/v1/me", headers=host("acme"))).get_json()
-    assert me["permissions"] == session_me["permissions"] == ["users.read"]
+    assert me["permissions"] == session_me["permissions"] == sorted(["users.read", *default_grants("sales")])
     # What the user may not do, the token may not either; the admin's token may.
     body = {"email": "new@acme.test", "role": "sales"}
     assert_error(api(client, "POST", "/api/v1/users", secret, json=body), 403)
@@ -78,11 +78,12 @@ def test_a_token_acts_exactly_as_its_user(client, db, tenant) -> None:
 def test_a_role_change_applies_to_the_next_call(client, db, tenant) -> None:
     rep = add_user(db, tenant, "rep@acme.test", role="sales")
     secret = mint(db, tenant, rep)
-    assert api(client, "GET", "/api/v1/me", secret).get_json()["permissions"] == ["users.read"]
+    assert api(client, "GET", "/api/v1/me", secret).get_json()["permissions"] == sorted(
+        ["users.read", *default_grants("sales")])
     with db.transaction(tenant) as s:
         services.update_user(s, SYSTEM, rep, role="manager")
     assert api(client, "GET", "/api/v1/me", secret).get_json()["permissions"] == sorted(
-        ["users.read", "departments.manage", "audit.read"])
+        ["users.read", "departments.manage", "audit.read", *default_grants("manager")])
 
 
 def test_revocation_deactivation_and_expiry_stop_a_token_at_once(client, db, tenant) -> None:

@@ -159,7 +159,7 @@ def _crm_records(session: Any, admin_id: uuid.UUID) -> dict[str, uuid.UUID]:
     field = configuration.create_field(session, admin.actor, {"entity": "customers", "type": "choice",
                                                               "label_en": "Tier", "label_zh": "客户等级",
                                                               "options": "gold | Gold | 金牌\nsilver | Silver | 银牌"})
-    job = ImportJob(entity="customers", filename="客户.csv", size=30, data=b"", status="done", created_by=admin_id,
+    job = ImportJob(entity="customers", filename="客户.csv", size=30, data=None, status="done", created_by=admin_id,
                     result={"total": 3, "imported": 2, "skipped": 1,
                             "errors": [{"line": 3, "field": "phone", "message": "'abc' is not a phone number."}]})
     session.add(job)

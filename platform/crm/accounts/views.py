@@ -5,17 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Blueprint, Flask, flash, redirect, request, url_for
+from flask import Flask, flash, redirect, request, url_for
 
 from core.i18n import _
 from crm.accounts import services
 from crm.accounts.models import CUSTOMERS, RELATION_KINDS
 from crm.records import services as records
 from crm.records.scope import Viewer
-from crm.records.views import add_panel, viewer
+from crm.records.views import add_panel, crm, viewer
 from tenants.context import db_session, login_required
-
-accounts = Blueprint("accounts", __name__)
 
 
 def _panel(v: Viewer, customer: Any) -> tuple[str, dict[str, Any]]:
@@ -28,7 +26,8 @@ def _panel(v: Viewer, customer: Any) -> tuple[str, dict[str, Any]]:
 add_panel("customers", _panel)
 
 
-@accounts.post("/customers/<record_id>/relations")
+# On the CRM blueprint beside the customer's generated pages (crm.customers_relate …).
+@crm.post("/customers/<record_id>/relations", endpoint="customers_relate")
 @login_required
 def relate(record_id: str) -> Any:
     services.relate(db_session(), viewer(), record_id, request.form.get("other_id", "")[:40],
@@ -37,7 +36,7 @@ def relate(record_id: str) -> Any:
     return redirect(url_for("crm.customers_detail", record_id=record_id))
 
 
-@accounts.post("/customers/<record_id>/relations/<uuid:relation_id>/delete")
+@crm.post("/customers/<record_id>/relations/<uuid:relation_id>/delete", endpoint="customers_unrelate")
 @login_required
 def unrelate(record_id: str, relation_id: uuid.UUID) -> Any:
     services.unrelate(db_session(), viewer(), record_id, relation_id)
@@ -46,4 +45,5 @@ def unrelate(record_id: str, relation_id: uuid.UUID) -> Any:
 
 
 def register(app: Flask) -> None:
-    app.register_blueprint(accounts)
+    """The routes sit on the crm blueprint (registered by crm.records.views); nothing else to add."""
+    del app
