@@ -315,6 +315,8 @@ class AdvisoryLock(enum.IntEnum):
 
     SHARED_MIGRATIONS = 0x43590001
     DEPARTMENT_TREE = 0x43590002
+    #: One worker at a time runs an import job (crm.records.import_jobs).
+    IMPORT_JOB = 0x43590003
 
 
 def advisory_xact_lock(conn: Session | Connection, kind: AdvisoryLock, name: str) -> None:

@@ -148,6 +148,9 @@ _OPTIONAL: dict[str, Callable[[str, str], object]] = {
     "archive_key": _archive_key,
     "archive_old_keys": _archive_keys,
     "archive_max_bytes": lambda n, v: _int(n, v, 1 << 20),
+    "import_max_rows": lambda n, v: _int(n, v, 1),
+    "import_max_bytes": lambda n, v: _int(n, v, 1024),
+    "import_inline_bytes": lambda n, v: _int(n, v, 0),
     "db_statement_timeout_ms": lambda n, v: _int(n, v, 0),
     "db_lock_timeout_ms": lambda n, v: _int(n, v, 0),
     "db_idle_in_transaction_timeout_ms": lambda n, v: _int(n, v, 0),
@@ -212,6 +215,11 @@ class Settings:
     archive_old_keys: tuple[str, ...] = ()
     #: The most uncompressed table data one archive may hold (import refuses more, before loading).
     archive_max_bytes: int = 16 << 30
+    #: The most data rows and bytes one import file may have (CSV or xlsx), checked before it is read.
+    import_max_rows: int = 200_000
+    import_max_bytes: int = 50 << 20
+    #: Uploads up to this size are imported within the request; larger ones run as a background job.
+    import_inline_bytes: int = 1 << 20
     #: Database limits of the web app and the Celery workers (milliseconds, 0: none): see core.db.DbTimeouts.
     db_statement_timeout_ms: int = 15_000
     db_lock_timeout_ms: int = 5_000

@@ -15,7 +15,7 @@ from core.storage import storage_from_settings
 from core.tasks import RELAY_AFTER_S, TaskRuntime, configure_tasks
 from courtyard.runtime import celery_redis_url, check_redis_memory_policy, make_redis
 
-TASK_MODULES = ["core.tasks", "tenants.tasks"]
+TASK_MODULES = ["core.tasks", "tenants.tasks", "crm.records.import_jobs"]
 
 
 def make_celery(settings: Settings, *, eager: bool = False) -> Celery:

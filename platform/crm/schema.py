@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 from crm.accounts import models as accounts_models
 from crm.activities import models as activities_models
 from crm.activities import timeline as activities_timeline
-from crm.records import attachments, definitions, seeds
+from crm.records import attachments, definitions, import_jobs, seeds
 from crm.records import models as records_models
 from crm.records import permissions as records_permissions
 from tenants import services as tenant_services
 
 MODULES = (records_models, records_permissions, attachments, accounts_models, activities_models,
-           activities_timeline)
+           activities_timeline, import_jobs)
 
 
 def seed_tenant(session: Session) -> None:
