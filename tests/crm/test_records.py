@@ -168,3 +168,41 @@ def test_duplicates_merge_and_transfer(tsession, org):
     assert services.get(tsession, b, TASKS, task.id).owner_id == org.rep_b
     with pytest.raises(NotFound):
         services.get(tsession, a, CUSTOMERS, keep.id)
+
+
+def test_definitions_are_read_once_per_session_for_every_entity_and_dictionary(tsession):
+    """A record page shows several entities and dictionaries: one query each for all custom fields
+    and all dictionaries, whatever is asked after; and what each entity gets is still its own."""
+    from sqlalchemy import event
+
+    from crm.activities.models import ACTIVITIES
+    from crm.records import definitions
+    from crm.records.models import CustomField
+
+    tsession.add_all([CustomField(entity="contacts", key="wechat", type="text", label_en="WeChat"),
+                      CustomField(entity="customers", key="old", type="text", label_en="Old", active=False)])
+    tsession.flush()
+    definitions.forget(tsession)
+    seen = []
+    engine = tsession.get_bind()
+    listener = lambda *args: seen.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        contact_keys = [f.key for f in definitions.fields(tsession, CONTACTS) if f.custom]
+        customer_keys = [f.key for f in definitions.fields(tsession, CUSTOMERS) if f.custom]
+        every_customer_key = [f.key for f in definitions.fields(tsession, CUSTOMERS, include_inactive=True)
+                              if f.custom]
+        definitions.fields(tsession, ACTIVITIES)
+        regions = definitions.dictionary(tsession, "region")
+        industries = definitions.dictionary(tsession, "industry")
+        assert definitions.dictionary(tsession, "no_such_kind") == []
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert contact_keys == ["wechat"]
+    assert customer_keys == []
+    assert every_customer_key == ["old"]
+    assert {i.kind for i in regions} == {"region"}
+    assert any(i.code == "beijing" for i in regions)
+    assert {i.kind for i in industries} == {"industry"}
+    assert len([s for s in seen if "custom_fields" in s]) == 1
+    assert len([s for s in seen if "dictionary_items" in s]) == 1
