@@ -206,3 +206,16 @@ def test_definitions_are_read_once_per_session_for_every_entity_and_dictionary(t
     assert {i.kind for i in industries} == {"industry"}
     assert len([s for s in seen if "custom_fields" in s]) == 1
     assert len([s for s in seen if "dictionary_items" in s]) == 1
+
+
+def test_seeded_dictionaries_keep_their_tree_and_seeding_again_adds_nothing(tsession):
+    from crm.records import definitions, seeds
+    from crm.records.models import DictionaryItem
+
+    regions = {i.code: i for i in definitions.dictionary(tsession, "region")}
+    assert regions["beijing"].parent_id == regions["north"].id
+    assert regions["shenzhen"].parent_id == regions["south"].id
+    assert regions["north"].parent_id is None
+    before = len(tsession.scalars(select(DictionaryItem)).all())
+    definitions.seed(tsession, seeds.DICTIONARIES)
+    assert len(tsession.scalars(select(DictionaryItem)).all()) == before == len(seeds.DICTIONARIES)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.db import uuid7
 from crm.records.entity import Entity
 from crm.records.fields import Choice, Field, FieldType
 from crm.records.models import CustomField, DictionaryItem
@@ -120,9 +121,11 @@ def seed(session: Session, seeds: Sequence[tuple[str, str, str, str, str | None]
     for order, (kind, code, en, zh, parent) in enumerate(seeds):
         if (kind, code) in existing:
             continue
-        item = DictionaryItem(kind=kind, code=code, label_en=en, label_zh=zh, sort_order=order,
+        # Ids given here, so a child names its parent without a flush per item: every new tenant
+        # seeds ~100 items, and one batched INSERT costs one round trip instead of a hundred.
+        item = DictionaryItem(id=uuid7(), kind=kind, code=code, label_en=en, label_zh=zh, sort_order=order,
                               parent_id=existing[(kind, parent)].id if parent else None)
         session.add(item)
-        session.flush()
         existing[(kind, code)] = item
+    session.flush()
     session.info.pop(_DICTS, None)
