@@ -69,9 +69,10 @@ test-citus: install /usr/bin/chromium ## The whole suite on a 3-node Citus clust
 	$(BIN)/python tests/citus/cluster.py --archive "$(CITUS_ARCHIVE)" run -- \
 	  $(BIN)/pytest -n $(CITUS_PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: install /usr/bin/wrk ## Benchmarks: provisioning, fleet migration, request path (see bench/README.md)
+bench: install /usr/bin/wrk ## Benchmarks: provisioning, fleet migration, request path, CRM at scale (see bench/README.md)
 	$(BIN)/python bench/tenants.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/crm.py
 
 clean: ## Remove var/ (all local data) and the virtualenv
 	rm -rf var $(VENV) node_modules

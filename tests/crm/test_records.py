@@ -186,3 +186,89 @@ def test_the_timeline_holds_activities_tasks_and_changes_newest_first(tsession, 
     services.share(tsession, a, CUSTOMERS, customer.id, user_id=org.rep_b)
     b = as_user(tsession, org.rep_b)
     assert {i.kind for i in history.timeline(tsession, b, CUSTOMERS, customer)} == {"change"}
+
+
+def test_definitions_are_read_once_per_session_for_every_entity_and_dictionary(tsession):
+    """A record page shows several entities and dictionaries: one query each for all custom fields
+    and all dictionaries, whatever is asked after; and what each entity gets is still its own."""
+    from sqlalchemy import event
+
+    from crm.activities.models import ACTIVITIES
+    from crm.records import definitions
+    from crm.records.models import CustomField
+
+    tsession.add_all([CustomField(entity="contacts", key="wechat", type="text", label_en="WeChat"),
+                      CustomField(entity="customers", key="old", type="text", label_en="Old", active=False)])
+    tsession.flush()
+    definitions.forget(tsession)
+    seen = []
+    engine = tsession.get_bind()
+    listener = lambda *args: seen.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        contact_keys = [f.key for f in definitions.fields(tsession, CONTACTS) if f.custom]
+        customer_keys = [f.key for f in definitions.fields(tsession, CUSTOMERS) if f.custom]
+        every_customer_key = [f.key for f in definitions.fields(tsession, CUSTOMERS, include_inactive=True)
+                              if f.custom]
+        definitions.fields(tsession, ACTIVITIES)
+        regions = definitions.dictionary(tsession, "region")
+        industries = definitions.dictionary(tsession, "industry")
+        assert definitions.dictionary(tsession, "no_such_kind") == []
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert contact_keys == ["wechat"]
+    assert customer_keys == []
+    assert every_customer_key == ["old"]
+    assert {i.kind for i in regions} == {"region"}
+    assert any(i.code == "beijing" for i in regions)
+    assert {i.kind for i in industries} == {"industry"}
+    assert len([s for s in seen if "custom_fields" in s]) == 1
+    assert len([s for s in seen if "dictionary_items" in s]) == 1
+
+
+def test_seeded_dictionaries_keep_their_tree_and_seeding_again_adds_nothing(tsession):
+    from crm.records import definitions, seeds
+    from crm.records.models import DictionaryItem
+
+    regions = {i.code: i for i in definitions.dictionary(tsession, "region")}
+    assert regions["beijing"].parent_id == regions["north"].id
+    assert regions["shenzhen"].parent_id == regions["south"].id
+    assert regions["north"].parent_id is None
+    before = len(tsession.scalars(select(DictionaryItem)).all())
+    definitions.seed(tsession, seeds.DICTIONARIES)
+    assert len(tsession.scalars(select(DictionaryItem)).all()) == before == len(seeds.DICTIONARIES)
+
+
+@pytest.mark.parametrize("sort", ["name", "-name", "region", "-region", "-updated_at"])
+def test_keyset_pages_walk_every_row_once_both_ways(tsession, org, sort):
+    """The row-comparison bound ((sort, id) > cursor) with ties, NULLs at the end, forwards and back."""
+    from crm.records import definitions
+
+    admin = as_user(tsession, org.admin)
+    regions = ["beijing", None, "beijing", "zhejiang", None, "beijing", "chongqing"]
+    for i, region in enumerate(regions):
+        services.create(tsession, admin, CUSTOMERS, {"name": "同名公司" if i % 2 else f"公司{i}", "region": region,
+                                                     "phone": f"1390013900{i}"})
+    fields = definitions.fields(tsession, CUSTOMERS)
+    everything = lists.page(tsession, CUSTOMERS, admin, lists.parse([("sort", sort)], fields, CUSTOMERS), fields).rows
+    assert len(everything) == len(regions)
+    if "region" in sort:
+        assert [r.region for r in everything][-2:] == [None, None]
+    forwards, cursor, last = [], None, None
+    for _ in range(10):
+        params = [("sort", sort), ("limit", "2")] + ([("after", cursor)] if cursor else [])
+        page = lists.page(tsession, CUSTOMERS, admin, lists.parse(params, fields, CUSTOMERS), fields)
+        forwards += [r.id for r in page.rows]
+        last = page
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert forwards == [r.id for r in everything]
+    backwards, cursor = [], last.prev_cursor
+    backwards = [r.id for r in last.rows]
+    while cursor:
+        params = [("sort", sort), ("limit", "2"), ("before", cursor)]
+        page = lists.page(tsession, CUSTOMERS, admin, lists.parse(params, fields, CUSTOMERS), fields)
+        backwards = [r.id for r in page.rows] + backwards
+        cursor = page.prev_cursor
+    assert backwards == [r.id for r in everything]

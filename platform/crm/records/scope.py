@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, any_, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from core.errors import PermissionDenied
@@ -80,7 +80,13 @@ def _shared(entity: Entity, viewer: Viewer, *, edit: bool) -> ColumnElement[bool
     cond = [RecordShare.entity == entity.key, or_(*who)]
     if edit:
         cond.append(RecordShare.access == "edit")
-    return model.id.in_(select(RecordShare.record_id).where(*cond))
+    # ``id = ANY(ARRAY(subquery))``, not ``id IN (subquery)``: the array is computed once (an InitPlan)
+    # and the condition can use the primary key, so "owner = me OR shared with me" becomes a BitmapOr
+    # of the owner index and the primary key. With IN, PostgreSQL makes it a hashed SubPlan that no
+    # index can serve, and a rep's list walks the whole table's name index filtering for their rows
+    # (bench/crm.py: 267 ms against 14 ms for a rep's filtered first page of 30,000 customers).
+    shared = select(RecordShare.record_id).where(*cond).scalar_subquery()
+    return model.id == any_(func.array(shared))
 
 
 def _owned(entity: Entity, viewer: Viewer) -> ColumnElement[bool]:
