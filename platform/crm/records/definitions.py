@@ -8,6 +8,7 @@ session (a request, a task) and kept in ``session.info``; a change made through
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -107,6 +108,8 @@ def display(session: Session, f: Field, value: Any, locale: str, *, users: dict[
         return ", ".join(value)
     if f.type == FieldType.BOOL:
         return ("是" if value else "否") if locale == "zh" else ("Yes" if value else "No")
+    if f.type == FieldType.MONEY and isinstance(value, Decimal):
+        return f"{value:,.2f}"  # 6,530,000.00: amounts are read with thousands separators
     if f.type == FieldType.USER and users is not None:
         return users.get(value, str(value))
     if hasattr(value, "isoformat"):
