@@ -23,9 +23,9 @@ from core.db import utcnow, uuid7
 from core.errors import Conflict, NotFound, PermissionDenied, PreconditionFailed, ValidationFailed
 from core.i18n import Text, _l, _ln, shown
 from crm.records import definitions, search
-from crm.records.entity import Entity, entities, entity
+from crm.records.entity import Entity, entities, entity, find_entity
 from crm.records.fields import Field, FieldType, Invalid, convert, from_json, to_json
-from crm.records.models import RECYCLE_DAYS, NumberFormat, NumberSequence, Record, RecordShare
+from crm.records.models import RECYCLE_DAYS, NumberFormat, NumberSequence, RecordShare
 from crm.records.scope import Viewer, editable, visible
 from tenants import services as tenant_services
 from tenants.models import Department, User
@@ -188,7 +188,7 @@ def _check_references(session: Session, viewer: Viewer, ent: Entity, out: dict[s
             if user is None or not user.active:
                 errors.setdefault(key, []).append(_l("No active user with this id."))
         elif f.type == FieldType.REF and f.target:
-            target = _ref_entity(f.target)
+            target = find_entity(f.target)
             if target is None:
                 continue
             if target == ent and val == out.get("id"):
@@ -198,10 +198,6 @@ def _check_references(session: Session, viewer: Viewer, ent: Entity, out: dict[s
             if not found:
                 errors.setdefault(key, []).append(_l("No such %(what)s, or you may not see it.",
                                                      what=target.label(viewer.locale)))
-
-
-def _ref_entity(key: str) -> Entity | None:
-    return next((e for e in entities() if e.key == key), None)
 
 
 def _check_unique(session: Session, ent: Entity, out: dict[str, Any], by_key: Mapping[str, Field],
@@ -690,8 +686,3 @@ def merge(session: Session, viewer: Viewer, ent: Entity, keep_id: uuid.UUID | st
            {"into": {"id": str(keep.id), "number": keep.number, "title": title(ent, keep)}})
     session.expire_all()
     return session.get(ent.model, keep.id)
-
-
-def record_department(session: Session, record: Record) -> Department | None:
-    return session.get(Department, record.department_id) if record.department_id else None
-
