@@ -211,6 +211,12 @@ class Roles(MethodView):
         return services.list_roles(db_session())
 
 
+def _require_role(session: Any, key: str) -> None:
+    # The role is the resource of the URL: a missing one (or another tenant's) is a 404, not a 422.
+    if session.scalar(select(Role.id).where(Role.key == key)) is None:
+        raise NotFound(_l("No such role."))
+
+
 @blp.route("/roles/<key>/permissions")
 class RolePermissions(MethodView):
     @blp.arguments(schemas.RolePermissionsIn)
@@ -219,9 +225,7 @@ class RolePermissions(MethodView):
         """Replace the functions a role may use (the admin role always has all)."""
         session, actor = db_session(), api_actor()
         services.require(actor, ROLES_MANAGE)
-        # The role is the resource of this URL: a missing one (or another tenant's) is a 404, not a 422.
-        if session.scalar(select(Role.id).where(Role.key == key)) is None:
-            raise NotFound(_l("No such role."))
+        _require_role(session, key)
         return services.set_role_permissions(session, actor, key, data["permissions"])
 
 
@@ -233,8 +237,7 @@ class RoleDataScope(MethodView):
         """Set which records the role's users see (own, department, subtree, all)."""
         session, actor = db_session(), api_actor()
         services.require(actor, ROLES_MANAGE)
-        if session.scalar(select(Role.id).where(Role.key == key)) is None:
-            raise NotFound(_l("No such role."))
+        _require_role(session, key)
         return services.set_data_scope(session, actor, key, data["data_scope"])
 
 
@@ -350,13 +353,11 @@ def register(api: Api) -> None:
     api.register_blueprint(blp)
 
 
-# Shared with the CRM's API (crm.records.api): one JSON parser, one ETag form, one authentication and
-# quota step for every /api/v1 blueprint.
+# Shared with the CRM's API blueprints: one JSON parser, one ETag form, and (through guard) one
+# authentication and quota step for every /api/v1 blueprint.
 ApiBlueprint = _Blueprint
 etag = _etag
 expected_version = _expected_version
-authenticate_first = _authenticate_first
-quota_headers = _quota_headers
 
 
 def guard(blueprint: Blueprint) -> None:

@@ -24,12 +24,11 @@ from crm.records import definitions, history, lists, present, services
 from crm.records.entity import Entity, entities
 from crm.records.fields import Field, FieldType
 from crm.records.scope import Viewer, viewer_for
-from tenants.api import ApiBlueprint, authenticate_first, etag, expected_version, quota_headers, read_json
+from tenants.api import ApiBlueprint, etag, expected_version, guard, read_json
 from tenants.context import api_actor, db_session
 
 blp = ApiBlueprint("crm_api", __name__, url_prefix="/api/v1", description="CRM records")
-blp.before_request(authenticate_first)
-blp.after_request(quota_headers)
+guard(blp)
 
 _TYPES: dict[FieldType, Any] = {
     FieldType.NUMBER: lambda: fields.Float(allow_none=True),
@@ -83,10 +82,17 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(body, status=status, headers=headers, mimetype="application/json")
 
 
-def _body() -> dict[str, Any]:
+def _json_object() -> dict[str, Any]:
+    """The request body, which must be one JSON object (read and refused as the identity API does)."""
     data = read_json(request.get_data(cache=True))
     if not isinstance(data, dict):
-        raise DomainError(_l("The body must be a JSON object of field values."), code="invalid_json")
+        raise DomainError(_l("The body must be a JSON object."), code="invalid_json")
+    return data
+
+
+def _body() -> dict[str, Any]:
+    """Field values: built-in ones at the top level, custom ones there too or under ``custom``."""
+    data = _json_object()
     custom = data.pop("custom", None)
     if custom is not None:
         if not isinstance(custom, dict):
@@ -231,9 +237,7 @@ def _register(ent: Entity) -> None:
         @blp.response(200)
         def post(self) -> Response:
             """One action on up to 1,000 records: all of them, or none if any may not be changed by you."""
-            data = read_json(request.get_data(cache=True))
-            if not isinstance(data, dict):
-                raise DomainError(_l("The body must be a JSON object."), code="invalid_json")
+            data = _json_object()
             return json_response(_do_bulk(ent, data))
 
     @blp.route(f"/{key}/merge", endpoint=f"{key}_merge")
@@ -245,9 +249,7 @@ def _register(ent: Entity) -> None:
         @blp.response(200, record_out)
         def post(self) -> Response:
             """Merge `drop` into `keep`: related records move, empty fields are filled, `drop` is deleted."""
-            data = read_json(request.get_data(cache=True))
-            if not isinstance(data, dict):
-                raise DomainError(_l("The body must be a JSON object."), code="invalid_json")
+            data = _json_object()
             take = data.get("take") or []
             if not isinstance(take, list) or not all(isinstance(t, str) for t in take):
                 raise ValidationFailed(_l("'take' is a list of field keys."))
@@ -302,9 +304,7 @@ def _register(ent: Entity) -> None:
         @blp.response(204)
         def post(self, record_id: str) -> Response:
             """Share with one user or one department, to read or to edit."""
-            data = read_json(request.get_data(cache=True))
-            if not isinstance(data, dict):
-                raise DomainError(_l("The body must be a JSON object."), code="invalid_json")
+            data = _json_object()
             services.share(db_session(), viewer(), ent, record_id, user_id=_uuid_or_none(data.get("user_id")),
                            department_id=_uuid_or_none(data.get("department_id")),
                            access=str(data.get("access") or "read")[:8])

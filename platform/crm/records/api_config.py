@@ -21,13 +21,12 @@ from crm.records.api import json_response
 from crm.records.entity import entities
 from crm.records.fields import CUSTOM_TYPES
 from crm.records.models import CustomField
-from tenants.api import ApiBlueprint, authenticate_first, etag, expected_version, quota_headers, read_json
+from tenants.api import ApiBlueprint, etag, expected_version, guard, read_json
 from tenants.context import api_actor, db_session
 
 blp = ApiBlueprint("crm_config_api", __name__, url_prefix="/api/v1",
                    description="CRM configuration: custom fields, dictionaries, number formats")
-blp.before_request(authenticate_first)
-blp.after_request(quota_headers)
+guard(blp)
 
 FIELDS_TAG = "Custom fields"
 DICT_TAG = "Dictionaries"

@@ -21,13 +21,12 @@ from core.i18n import _l, current_locale
 from crm.records import exporting, import_jobs
 from crm.records.entity import Entity, entities, find_entity
 from crm.records.scope import Viewer, viewer_for
-from tenants.api import _authenticate_first, _Blueprint, _quota_headers
+from tenants.api import ApiBlueprint, guard
 from tenants.context import api_actor, current_tenant, db_session, runtime
 from tenants.schemas import StrictSchema
 
-blp = _Blueprint("records_io", __name__, url_prefix="/api/v1", description="Import and export of CRM records")
-blp.before_request(_authenticate_first)
-blp.after_request(_quota_headers)
+blp = ApiBlueprint("records_io", __name__, url_prefix="/api/v1", description="Import and export of CRM records")
+guard(blp)
 
 #: Room for the JSON around the base64 of the largest file an import takes.
 JSON_OVERHEAD = 64 * 1024
